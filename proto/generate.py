@@ -41,7 +41,7 @@ def proto_files() -> list[Path]:
 
 def generate(into: Path) -> None:
     """Run protoc (grpcio-tools) with the mypy plugins into `into`."""
-    import grpc_tools  # noqa: PLC0415 - only needed when generating
+    import grpc_tools
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     into.mkdir(parents=True, exist_ok=True)

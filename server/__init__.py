@@ -1,1 +1,1 @@
-"""The order processing service: gRPC front end, Rust allocation engine, CQL store, JetStream events."""
+"""The order processing service: gRPC front end, Rust engine, CQL store, JetStream events."""

@@ -1,0 +1,120 @@
+# Order processing service: one entry point for setup, the local stack, tests and benchmarks.
+#
+#   make run     set up, start NATS + Cassandra, run the service (see README)
+#   make test    set up, start the stack, run every test and lint, stop what it started
+#
+# Everything installs into the project (.venv, target/, .state/) or the download cache
+# (~/.cache/orders-service); nothing needs to be installed by hand.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BOOTSTRAP ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SETUP_STAMP := $(VENV)/.setup-stamp
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# CI has no terminal: keep tools from waiting on one.
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PYTHONDONTWRITEBYTECODE := 1
+CARGO ?= cargo
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+# ------------------------------------------------------------------ setup and build
+
+$(SETUP_STAMP): pyproject.toml
+	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || { echo "error: $(PYTHON_BOOTSTRAP) not found (CPython 3.11+ is required)"; exit 1; }
+	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found (install Rust with rustup)"; exit 1; }
+	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q 'maturin>=1.7,<2'
+	@# Dependencies only: the extension itself is built by `make build`.
+	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > $(VENV)/requirements.txt
+	$(PIP) install -q -r $(VENV)/requirements.txt
+	@touch $@
+
+.PHONY: setup
+setup: $(SETUP_STAMP) ## create .venv with every Python dependency
+
+.PHONY: build
+build: setup ## build the Rust engine into the Python package (server._engine)
+	maturin develop --release --skip-install --quiet 2>&1 | grep -v '^📦\|^🔗\|^🐍\|^⚠️  Warning: You.*' || true
+	@$(PY) -c 'import server._engine' || { echo "error: server._engine did not build"; exit 1; }
+
+.PHONY: gen
+gen: setup ## regenerate the Python stubs in server/gen from proto/
+	$(PY) proto/generate.py
+
+.PHONY: gen-check
+gen-check: setup ## fail if server/gen is stale
+	$(PY) proto/generate.py --check
+
+# ------------------------------------------------------------------ local stack
+
+.PHONY: stack-up
+stack-up: setup ## start NATS (JetStream) and Cassandra on loopback (idempotent)
+	$(PY) -m deploy.stack up
+
+.PHONY: stack-down
+stack-down: setup ## stop what stack-up started
+	$(PY) -m deploy.stack down
+
+.PHONY: stack-status
+stack-status: setup ## show what runs where
+	$(PY) -m deploy.stack status
+
+.PHONY: stack-wipe
+stack-wipe: setup ## stop the stack and delete its data under .state/
+	$(PY) -m deploy.stack down --wipe
+
+# ------------------------------------------------------------------ checks
+
+.PHONY: lint
+lint: setup ## ruff, rustfmt and clippy (warnings are errors)
+	ruff check .
+	ruff format --check .
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features python --quiet -- -D warnings
+
+.PHONY: typecheck
+typecheck: build ## mypy on the Python packages; the engine stub is checked against the module
+	mypy server deploy $(wildcard clients/python)
+	$(PY) -m mypy.stubtest server._engine --allowlist .ci/stubtest-allowlist.txt
+
+.PHONY: test-rust
+test-rust: ## cargo test (unit and property tests of the engine)
+	$(CARGO) test --workspace --quiet
+
+.PHONY: test-python
+test-python: build ## pytest, against the running stack
+	@# pytest exits 5 when it collected nothing: that is a failure here, never a pass.
+	$(PY) -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$status
+
+.PHONY: check
+check: gen-check lint typecheck test-rust test-python ## every test and lint (needs the stack up)
+
+.PHONY: test
+test: build ## set up, start the stack, run every test and lint, stop what it started
+	@bash .ci/with-stack.sh $(MAKE) --no-print-directory check
+
+# ------------------------------------------------------------------ run and bench
+
+.PHONY: run
+run: build stack-up ## set up, start the stack and print what runs where
+	$(PY) -m deploy.stack status
+
+.PHONY: bench-core
+bench-core: build ## engine benchmark: writes bench/results/core.json
+	$(PY) bench/core_bench.py --out bench/results/core.json
+
+.PHONY: clean
+clean: ## remove build outputs (keeps .state and the download cache)
+	rm -rf target $(VENV) server/_engine*.so

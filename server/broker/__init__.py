@@ -1,0 +1,1 @@
+"""Event broker adapters. The service depends on `EventPublisher` (base.py)."""
