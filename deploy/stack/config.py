@@ -78,6 +78,7 @@ class StackConfig:
     cassandra_heap: str
     cassandra_jmx_port: int | None
     cassandra_start_timeout: float
+    cassandra_cds: bool
     nats_start_timeout: float
 
     # -- derived locations -------------------------------------------------------------------
@@ -157,6 +158,8 @@ def load_config(env: Mapping[str, str] | None = None) -> StackConfig:
         cassandra_heap=heap.upper(),
         cassandra_jmx_port=jmx_port,
         cassandra_start_timeout=_float_env(e, "ORDERS_CASSANDRA_START_TIMEOUT", 180.0),
+        cassandra_cds=e.get("ORDERS_CASSANDRA_CDS", "1").strip().lower()
+        not in ("0", "false", "no", "off"),
         nats_start_timeout=_float_env(e, "ORDERS_NATS_START_TIMEOUT", 20.0),
     )
     ports = {

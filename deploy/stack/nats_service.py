@@ -93,7 +93,7 @@ jetstream {{
     def healthy(self, timeout: float = 2.0) -> bool:
         url = f"{self.cfg.nats_monitor_url}/healthz?js-enabled-only=true"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local http
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
                 return bool(resp.status == 200)
         except (urllib.error.URLError, OSError, ValueError):
             return False

@@ -169,23 +169,24 @@ def terminate(
     timeout: float = 30.0,
     progress: Progress | None = None,
     name: str = "process",
-) -> bool:
+) -> str:
     """SIGTERM ``pid`` (only if its cmdline passes ``is_ours``), SIGKILL after ``timeout``.
 
-    Returns True if a process was stopped, False if there was nothing of ours to stop.
+    Returns "" if there was nothing of ours to stop, "terminated" if it exited after SIGTERM,
+    "killed" if it needed SIGKILL.
     """
     argv = cmdline(pid)
     if argv is None or not is_ours(argv):
-        return False
+        return ""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        return False
+        return ""
     deadline = time.monotonic() + timeout
     next_note = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         if not alive(pid):
-            return True
+            return "terminated"
         if progress is not None and time.monotonic() >= next_note:
             progress(f"{name}: waiting for pid {pid} to exit…")
             next_note += 5.0
@@ -200,4 +201,5 @@ def terminate(
             if not alive(pid):
                 break
             time.sleep(0.05)
-    return True
+        return "killed"
+    return "terminated"

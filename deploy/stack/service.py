@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ class ServiceStatus:
     state_dir: Path
     log_file: Path
     notes: list[str] = field(default_factory=list)
+    #: True in what ``up()`` returns for a service that this very call started
+    started: bool = False
 
     @property
     def running(self) -> bool:
@@ -76,8 +79,9 @@ class Service(abc.ABC):
     def preflight(self) -> None:
         """Check prerequisites (binaries, versions); raise StackError with an install hint."""
 
-    def prepare(self, progress: Progress) -> None:  # noqa: B027 - optional hook
+    def prepare(self, progress: Progress) -> None:
         """Fetch or generate whatever the process needs (config files, jars)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
 
     @abc.abstractmethod
     def argv(self) -> list[str]: ...
@@ -133,13 +137,20 @@ class Service(abc.ABC):
                 continue
             holder = proc.listener_pid(spec.port)
             who = f" by {proc.describe_pid(holder)}" if holder is not None else ""
+            hint = (
+                f"stop whatever holds it, or pick another port: export {spec.env_var}=<port> "
+                "(and use the same environment for `up`, `env`, `status` and the tests)"
+            )
+            holder_argv = proc.cmdline(holder) if holder is not None else None
+            if holder_argv is not None and self.matches(holder_argv):
+                hint = (
+                    f"that is a {self.name} started from this checkout whose pid file "
+                    f"{self.pid_file} is gone; stop it with `kill {holder}` and run `up` again"
+                )
             raise StackError(
                 f"{self.name}: port {spec.port} ({spec.what}) on {self.cfg.host} is already in "
                 f"use{who}",
-                hint=(
-                    f"stop whatever holds it, or pick another port: export {spec.env_var}=<port> "
-                    "(and use the same environment for `up`, `env`, `status` and the tests)"
-                ),
+                hint=hint,
             )
 
     def start(self, progress: Progress) -> int:
@@ -166,11 +177,18 @@ class Service(abc.ABC):
                 )
             elif argv is not None:
                 progress(f"{self.name}: stopping pid {pid}…")
-                stopped = proc.terminate(
+                how = proc.terminate(
                     pid, self.matches, timeout=timeout, progress=progress, name=self.name
                 )
+                stopped = bool(how)
+                if stopped:
+                    self.after_stop(how)
         proc.remove_file(self.pid_file)
         return stopped
+
+    def after_stop(self, how: str) -> None:
+        """Hook run after our process exited; ``how`` is "terminated" or "killed"."""
+        return None
 
     # -- helpers for wait_ready ------------------------------------------------------------------
     def _died(self, pid: int) -> StackError:
@@ -223,8 +241,6 @@ class Service(abc.ABC):
 
 def which_next_to_python(binary: str) -> str | None:
     """``binary`` from the directory of the running interpreter (the venv's bin), if there."""
-    import sys
-
     candidate = Path(sys.executable).parent / binary
     if candidate.is_file() and os.access(candidate, os.X_OK):
         return str(candidate)
