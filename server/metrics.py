@@ -58,6 +58,9 @@ class Metrics:
         self.dropped_expired = Counter(
             "orders_dropped_deadline", "commands dropped: deadline passed in queue", registry=r
         )
+        self.dropped_cancelled = Counter(
+            "orders_dropped_cancelled", "commands dropped: caller cancelled in queue", registry=r
+        )
 
     def serve(self, port: int) -> None:
         if port:

@@ -137,7 +137,12 @@ class Outbox:
                 await self._publisher.publish(events)
                 last_seq = batches[-1][0]
                 await self._store.set_watermark(PUBLISHED_WATERMARK, last_seq)
-            except (BrokerUnavailable, StoreUnavailable) as exc:
+            except Exception as exc:  # noqa: BLE001 - the outbox must outlive any failure
+                # BrokerUnavailable / StoreUnavailable are expected; anything else is a bug,
+                # logged with its traceback, and retried like an outage rather than
+                # silently ending publication.
+                if not isinstance(exc, BrokerUnavailable | StoreUnavailable):
+                    log.exception("outbox: unexpected failure")
                 self._metrics.broker_errors.inc()
                 log.warning(
                     "outbox: %s; %d batches waiting",
@@ -236,13 +241,14 @@ class BatchPipeline:
             now = loop.time()
             while self._queue and len(items) < self._max_batch:
                 item = self._queue.popleft()
-                if item.future.done():
-                    continue  # the caller went away (cancelled)
                 if item.deadline is not None and item.deadline <= now:
                     # Nobody waits for this answer: spend no work on it.
                     self._metrics.dropped_expired.inc()
                     item.future.cancel()
                     continue
+                if item.future.done():
+                    self._metrics.dropped_cancelled.inc()
+                    continue  # the caller went away (cancelled)
                 items.append(item)
             self._metrics.queue_depth.set(len(self._queue))
             if items:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import threading
 import time
@@ -25,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cassandra import ConsistencyLevel, DriverException
-from cassandra.cluster import Cluster, ResponseFuture, Session
+from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
+from cassandra.connection import ConnectionException
 from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
@@ -40,6 +42,14 @@ JOURNAL_BUCKET_SIZE = 10_000
 LISTING_MAX_MONTHS = 24
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+# What the driver raises when the cluster is unreachable, slow or short of replicas: all of
+# it means "not confirmed", never a bug in the caller.
+STORE_FAILURES: tuple[type[BaseException], ...] = (
+    DriverException,
+    NoHostAvailable,
+    ConnectionException,
+    OSError,
+)
 # Journal rows expire after a week: far longer than any outage the outbox must cover.
 JOURNAL_TTL_S = 7 * 24 * 3600
 
@@ -248,7 +258,7 @@ class CqlStore:
 
         try:
             cluster, session = await asyncio.to_thread(blocking_connect)
-        except (DriverException, OSError) as exc:
+        except STORE_FAILURES as exc:
             raise StoreUnavailable(f"cannot connect to CQL at {hosts}:{port}: {exc}") from exc
         store = cls(cluster, session, engine_id, level, concurrency, timeout_s)
         await asyncio.to_thread(store._prepare_all)
@@ -302,7 +312,7 @@ class CqlStore:
         runner.start()
         try:
             await runner.future
-        except (DriverException, OSError) as exc:
+        except STORE_FAILURES as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def _row_statements(self, write: BatchWrite) -> list[tuple[Any, Sequence[Any] | None]]:
@@ -425,7 +435,7 @@ class CqlStore:
             response = self._session.execute_async(statement, params, timeout=self._timeout_s)
             response.add_callbacks(on_success, on_error)
             return await future
-        except (DriverException, OSError) as exc:
+        except STORE_FAILURES as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def get_order(self, order_id: str) -> bytes | None:
@@ -457,7 +467,12 @@ class CqlStore:
             statement = self._prepared["list"].bind((customer_id, bucket))
             statement.fetch_size = size - len(collected)
             result = await asyncio.to_thread(
-                self._session.execute, statement, None, self._timeout_s, None, paging_state
+                functools.partial(
+                    self._session.execute,
+                    statement,
+                    timeout=self._timeout_s,
+                    paging_state=paging_state,
+                )
             )
             page_rows = list(result.current_rows)
             for row in page_rows:
@@ -520,7 +535,7 @@ class CqlStore:
 
         try:
             return await asyncio.to_thread(blocking_load)
-        except (DriverException, OSError) as exc:
+        except STORE_FAILURES as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -79,7 +79,7 @@ async def server(cql_proxy: TcpProxy, nats_proxy: TcpProxy) -> AsyncIterator[Ser
     process = new_server(cql_proxy, nats_proxy)
     await process.start()
     yield process
-    code = process.terminate()
+    code = await process.terminate()
     assert code == 0, f"server did not stop cleanly ({code}):\n{process.tail()}"
 
 

@@ -74,9 +74,13 @@ class TcpProxy:
                 with contextlib.suppress(Exception):
                     dst.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-        self._connections.discard(writer)
-        self._connections.discard(up_writer)
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        except asyncio.CancelledError:
+            pass  # the proxy is closing
+        finally:
+            self._connections.discard(writer)
+            self._connections.discard(up_writer)
 
     def cut(self) -> None:
         self.open = False
@@ -171,20 +175,30 @@ class ServerProcess:
                 await asyncio.sleep(0.2)
         raise AssertionError(f"server not SERVING after {timeout_s} s:\n{self.tail()}")
 
-    def kill9(self) -> None:
+    async def _wait_exit(self, timeout_s: float) -> bool:
+        # Poll instead of Popen.wait(): the proxies run on this event loop, and a server
+        # that is draining still needs them.
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def kill9(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        await self._wait_exit(10)
 
-    def terminate(self, timeout_s: float = 30.0) -> int:
+    async def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (graceful drain) and the exit code; SIGKILL if it hangs."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
+            if not await self._wait_exit(timeout_s):
                 self.process.kill()
-                self.process.wait(timeout=10)
+                await self._wait_exit(10)
         return int(self.process.returncode)
 
     def tail(self, lines: int = 40) -> str:
@@ -252,20 +266,29 @@ class Api:
             ),
             timeout=10,
         )
+        # A location belongs to one region for good, so each test's locations get the
+        # region as a suffix: "l1" becomes "l1.<region>" (see short_location).
         for location_id, priority in locations.items():
             await self.inventory.UpsertLocation(
                 orders_pb2.UpsertLocationRequest(
                     location=orders_pb2.Location(
-                        location_id=location_id, region=region, priority=priority
+                        location_id=f"{location_id}.{region}", region=region, priority=priority
                     )
                 ),
                 timeout=10,
             )
         for (sku, location_id), on_hand in stock.items():
             await self.inventory.SetStock(
-                orders_pb2.SetStockRequest(sku=sku, location_id=location_id, on_hand=on_hand),
+                orders_pb2.SetStockRequest(
+                    sku=sku, location_id=f"{location_id}.{region}", on_hand=on_hand
+                ),
                 timeout=10,
             )
+
+
+def short_location(location_id: str) -> str:
+    """The test's own name of a location created by Api.region."""
+    return location_id.split(".", 1)[0]
 
 
 def create_request(

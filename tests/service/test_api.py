@@ -7,7 +7,15 @@ import asyncio
 
 import grpc
 import pytest
-from harness import Api, ServerProcess, create_request, reason, unique_name, violations
+from harness import (
+    Api,
+    ServerProcess,
+    create_request,
+    reason,
+    short_location,
+    unique_name,
+    violations,
+)
 
 from server.gen.orders.v1 import orders_pb2
 
@@ -16,7 +24,9 @@ pytestmark = pytest.mark.integration
 
 async def _stock(api: Api, sku: str) -> dict[str, tuple[int, int]]:
     reply = await api.inventory.GetStock(orders_pb2.GetStockRequest(sku=sku), timeout=10)
-    return {level.location_id: (level.on_hand, level.reserved) for level in reply.levels}
+    return {
+        short_location(level.location_id): (level.on_hand, level.reserved) for level in reply.levels
+    }
 
 
 async def test_bad_input_is_answered_never_obeyed(api: Api) -> None:

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.integration
 
 # Bounds for every loop below: count and time.
 RACE_BUYERS = 2000
+RACE_IN_FLIGHT = 800
 LOAD_SECONDS = 3.0
 RECOVERY_TIMEOUT_S = 60.0
 
@@ -50,7 +51,7 @@ async def fresh_server(cql_proxy: TcpProxy, nats_proxy: TcpProxy) -> AsyncIterat
     cql_proxy.restore()
     nats_proxy.restore()
     if process.process is not None and process.process.poll() is None:
-        process.terminate()
+        await process.terminate()
 
 
 def stored_rows(
@@ -144,9 +145,16 @@ async def test_oversell_race_hot_sku(fresh_server: ServerProcess) -> None:
             )
             for i in range(RACE_BUYERS)
         ]
-        answers = await asyncio.gather(
-            *[api.orders.CreateOrder(r, timeout=60) for r in requests], return_exceptions=True
-        )
+        # All buyers are started at once; at most RACE_IN_FLIGHT calls are on the wire at a
+        # time (gRPC core refuses streams beyond a couple of thousand per server process,
+        # see docs/design.md), so hundreds of creates race inside each engine batch.
+        in_flight = asyncio.Semaphore(RACE_IN_FLIGHT)
+
+        async def buy(request: orders_pb2.CreateOrderRequest) -> orders_pb2.Order:
+            async with in_flight:
+                return await api.orders.CreateOrder(request, timeout=60)
+
+        answers = await asyncio.gather(*[buy(r) for r in requests], return_exceptions=True)
         errors = [a for a in answers if not isinstance(a, orders_pb2.Order)]
         assert not errors, errors[:3]
         allocated = sum(
@@ -207,7 +215,7 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(
 
         workers = [asyncio.create_task(worker(w)) for w in range(32)]
         await asyncio.sleep(LOAD_SECONDS)
-        fresh_server.kill9()
+        await fresh_server.kill9()
         await asyncio.gather(*workers)
     assert len(acked) > 50, "the load did not get going before the kill"
 
@@ -247,7 +255,7 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(
         assert_stock_agrees_with_orders(orders, stock)
         await assert_events_exactly_once(restarted, orders)
     finally:
-        assert restarted.terminate() == 0, restarted.tail()
+        assert await restarted.terminate() == 0, restarted.tail()
 
 
 async def test_store_down_means_unavailable_and_recovery(
@@ -376,4 +384,4 @@ async def test_full_queue_answers_resource_exhausted(
             ]
             assert dropped and dropped[0] >= 1
     finally:
-        assert process.terminate() == 0, process.tail()
+        assert await process.terminate() == 0, process.tail()

@@ -251,24 +251,47 @@ Global___EventEnvelope: _TypeAlias = EventEnvelope  # noqa: Y015
 
 @_typing.final
 class JournalEntry(_message.Message):
-    """The per-batch journal row: the outbox of one engine batch."""
+    """The per-batch journal row: the outbox of one engine batch, and its redo log.
+    The service writes it before the batch's rows; after a crash, entries past
+    the published watermark are re-applied (with their original write time, so
+    they never overwrite newer data) and their events republished. Order rows
+    are rebuilt from the events (each OrderEvent carries the order snapshot).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_SEQ_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    WRITE_TIME_US_FIELD_NUMBER: _builtins.int
+    CHANGED_STOCK_FIELD_NUMBER: _builtins.int
+    CHANGED_LOCATIONS_FIELD_NUMBER: _builtins.int
+    CHANGED_REGIONS_FIELD_NUMBER: _builtins.int
     batch_seq: _builtins.int
+    write_time_us: _builtins.int
+    """CQL write timestamp (microseconds) of every row of the batch; set by the
+    service (appended to the engine's bytes: concatenated messages merge).
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventEnvelope]: ...
+    @_builtins.property
+    def changed_stock(self) -> _containers.RepeatedCompositeFieldContainer[_orders_pb2.StockLevel]: ...
+    @_builtins.property
+    def changed_locations(self) -> _containers.RepeatedCompositeFieldContainer[_orders_pb2.Location]: ...
+    @_builtins.property
+    def changed_regions(self) -> _containers.RepeatedCompositeFieldContainer[_orders_pb2.Region]: ...
     def __init__(
         self,
         *,
         batch_seq: _builtins.int = ...,
         events: _abc.Iterable[Global___EventEnvelope] | None = ...,
+        write_time_us: _builtins.int = ...,
+        changed_stock: _abc.Iterable[_orders_pb2.StockLevel] | None = ...,
+        changed_locations: _abc.Iterable[_orders_pb2.Location] | None = ...,
+        changed_regions: _abc.Iterable[_orders_pb2.Region] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_seq", b"batch_seq", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_seq", b"batch_seq", "changed_locations", b"changed_locations", "changed_regions", b"changed_regions", "changed_stock", b"changed_stock", "events", b"events", "write_time_us", b"write_time_us"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
