@@ -28,7 +28,7 @@ help: ## list the targets
 
 # ------------------------------------------------------------------ setup and build
 
-$(SETUP_STAMP): pyproject.toml
+$(SETUP_STAMP): pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || { echo "error: $(PYTHON_BOOTSTRAP) not found (CPython 3.11+ is required)"; exit 1; }
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found (install Rust with rustup)"; exit 1; }
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -37,6 +37,8 @@ $(SETUP_STAMP): pyproject.toml
 	@# Dependencies only: the extension itself is built by `make build`.
 	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > $(VENV)/requirements.txt
 	$(PIP) install -q -r $(VENV)/requirements.txt
+	@# The client SDK and its `orders` command, editable, as its users would install it.
+	$(PIP) install -q -e clients/python
 	@touch $@
 
 .PHONY: setup
@@ -48,12 +50,14 @@ build: setup ## build the Rust engine into the Python package (server._engine)
 	@$(PY) -c 'import server._engine' || { echo "error: server._engine did not build"; exit 1; }
 
 .PHONY: gen
-gen: setup ## regenerate the Python stubs in server/gen from proto/
+gen: setup ## regenerate every generated stub (Python: server/gen, SDK; Go: clients/go/gen)
 	$(PY) proto/generate.py
+	clients/go/generate.sh
 
 .PHONY: gen-check
-gen-check: setup ## fail if server/gen is stale
+gen-check: setup ## fail if any generated stub is stale
 	$(PY) proto/generate.py --check
+	clients/go/generate.sh --check
 
 # ------------------------------------------------------------------ local stack
 
@@ -85,7 +89,7 @@ lint: setup ## ruff, rustfmt and clippy (warnings are errors)
 
 .PHONY: typecheck
 typecheck: build ## mypy on the Python packages; the engine stub is checked against the module
-	mypy server deploy $(wildcard clients/python)
+	mypy server deploy clients/python
 	$(PY) -m mypy.stubtest server._engine --allowlist .ci/stubtest-allowlist.txt
 
 .PHONY: test-rust
@@ -98,8 +102,17 @@ test-python: build ## pytest, against the running stack
 	$(PY) -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$status
 
+.PHONY: test-go
+test-go: ## Go client: build, vet, gofmt, unit tests (no server needed)
+	cd clients/go && go build ./... && go vet ./... \
+		&& test -z "$$(gofmt -l . | tee /dev/stderr)" && go test ./...
+
+.PHONY: smoke-go
+smoke-go: build ## the generated Go client against a real server (stack must be up)
+	clients/go/smoke.sh
+
 .PHONY: check
-check: gen-check lint typecheck test-rust test-python ## every test and lint (needs the stack up)
+check: gen-check lint typecheck test-rust test-go test-python smoke-go ## every test and lint (needs the stack up)
 
 .PHONY: test
 test: build ## set up, start the stack, run every test and lint, stop what it started

@@ -1,0 +1,411 @@
+"""Core benchmark: the Rust allocation engine against the pure-Python reference model.
+
+    python bench/core_bench.py [--seconds S] [--reference-batches K] [--seed N]
+                               [--out bench/results/core.json]
+
+What is timed: `engine.apply(batch_bytes)` only. That call decodes the EngineBatch,
+validates and allocates every order, and encodes the responses, changed rows and events
+(the BatchOutput is complete when apply returns). Not timed: building and encoding the
+batches (the service's job; done before timing), the setup batches (SetStock for every
+SKU x location), `commit()`, and reading `output.encode()`.
+
+Runs:
+1. Rust, main run: a fresh engine, setup, then as many create batches as needed for at
+   least --seconds of apply time. Throughput = orders (lines) / total apply time.
+2. Reference model: a fresh model, the same setup, the first K create batches of the same
+   sequence. The speedup compares it with the Rust engine's time on the same K batches
+   (the first K batches of run 1: same state, same input), and the outputs of those K
+   batches are compared (parsed) for equality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT, ROOT / "bench", ROOT / "tests"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from workloads import OrderBatch, StandardWorkload, WorkloadSpec  # noqa: E402
+
+TARGET_LINES_PER_S = 5e6
+TARGET_SPEEDUP = 50.0
+
+
+INTERACTIVE = sys.stderr.isatty()
+
+
+def progress(message: str) -> None:
+    """A progress line, rewritten in place on a terminal (silent in logs)."""
+    if INTERACTIVE:
+        sys.stderr.write(f"\r\x1b[K{message}")
+        sys.stderr.flush()
+
+
+def progress_done(message: str) -> None:
+    sys.stderr.write(f"\r\x1b[K{message}\n" if INTERACTIVE else f"{message}\n")
+    sys.stderr.flush()
+
+
+def pin_to_one_core() -> str:
+    """Pins the process to one CPU so both engines run on the same core, undisturbed."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned (os.sched_setaffinity unavailable)"
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[0]})
+    except OSError as exc:
+        return f"not pinned ({exc})"
+    return f"pinned to CPU {cpus[0]}"
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        # other processes competing for the CPU make every figure unreliable
+        "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def git_commit() -> dict[str, Any] | None:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def import_engine() -> Any:
+    try:
+        engine_module = importlib.import_module("server._engine")
+    except ImportError as exc:
+        sys.exit(f"server._engine is not importable ({exc}): run `make build` first")
+    return engine_module
+
+
+class BatchSource:
+    """The workload's create batches, encoded ahead of time and kept for reuse."""
+
+    def __init__(self, workload: StandardWorkload) -> None:
+        self._stream: Iterator[OrderBatch] = workload.order_batches()
+        self.batches: list[OrderBatch] = []
+
+    def ensure(self, count: int, label: str = "encoding batches") -> None:
+        start = time.perf_counter()
+        while len(self.batches) < count:
+            self.batches.append(next(self._stream))
+            if len(self.batches) % 20 == 0 or len(self.batches) == count:
+                progress(f"{label}: {len(self.batches)}/{count}")
+        progress_done(
+            f"{label}: {len(self.batches)} batches ready ({time.perf_counter() - start:.1f} s)"
+        )
+
+
+def setup(engine: Any, batches: list[bytes], label: str) -> None:
+    """Applies and commits the setup batches on a Rust engine (not timed)."""
+    start = time.perf_counter()
+    for i, data in enumerate(batches, 1):
+        out = engine.apply(data)
+        engine.commit(out.batch_seq)
+        if i % 5 == 0 or i == len(batches):
+            progress(f"{label} setup: {i}/{len(batches)} batches")
+    progress_done(f"{label} setup: {len(batches)} batches ({time.perf_counter() - start:.1f} s)")
+
+
+def quiesce_gc() -> None:
+    """Collects, then moves everything alive into the permanent generation, so that the
+    setup state is not traversed again by every full collection during timing."""
+    gc.collect()
+    gc.freeze()
+
+
+def run_rust(
+    engine_module: Any,
+    setup_batches: list[bytes],
+    source: BatchSource,
+    min_batches: int,
+    seconds: float,
+    keep_outputs: int,
+) -> tuple[list[float], list[bytes], dict[str, int]]:
+    """Main Rust run: per-batch apply() times, the encoded outputs of the first batches."""
+    engine = engine_module.Engine()
+    setup(engine, setup_batches, "rust")
+    quiesce_gc()
+    times: list[float] = []
+    outputs: list[bytes] = []
+    total = 0.0
+    i = 0
+    while total < seconds or i < min_batches:
+        if i >= len(source.batches):
+            # The estimate was short: encode more (not timed).
+            source.ensure(i + max(8, i // 4), "encoding more batches")
+        data = source.batches[i].data
+        t0 = time.perf_counter()
+        out = engine.apply(data)
+        elapsed = time.perf_counter() - t0
+        engine.commit(out.batch_seq)
+        if i < keep_outputs:
+            outputs.append(out.encode())
+        times.append(elapsed)
+        total += elapsed
+        i += 1
+        if i % 10 == 0:
+            lines = sum(b.lines for b in source.batches[:i])
+            progress(f"rust: batch {i}, {total:.2f} s applied, {lines / total:,.0f} lines/s")
+    progress_done(f"rust: {i} batches in {total:.2f} s of apply()")
+    stats: dict[str, int] = {}
+    if hasattr(engine, "stats"):
+        stats = dict(engine.stats())
+    return times, outputs, stats
+
+
+def calibrate(
+    engine_module: Any, setup_batches: list[bytes], source: BatchSource, count: int
+) -> float:
+    """Batches per second of the Rust engine on the first batches (throwaway engine)."""
+    engine = engine_module.Engine()
+    setup(engine, setup_batches, "calibration")
+    total = 0.0
+    for batch in source.batches[:count]:
+        t0 = time.perf_counter()
+        out = engine.apply(batch.data)
+        total += time.perf_counter() - t0
+        engine.commit(out.batch_seq)
+    return count / total
+
+
+def run_reference(
+    setup_batches: list[bytes], source: BatchSource, count: int
+) -> tuple[list[float], list[bytes]]:
+    from reference.model import ReferenceEngine  # type: ignore[import-not-found]
+
+    ref = ReferenceEngine()
+    gc.disable()  # setup only: hundreds of thousands of long-lived rows
+    try:
+        start = time.perf_counter()
+        for i, data in enumerate(setup_batches, 1):
+            ref.apply(data)
+            ref.commit(ref.batch_seq)
+            if i % 5 == 0 or i == len(setup_batches):
+                progress(f"reference setup: {i}/{len(setup_batches)} batches")
+        progress_done(
+            f"reference setup: {len(setup_batches)} batches ({time.perf_counter() - start:.1f} s)"
+        )
+    finally:
+        gc.enable()
+    quiesce_gc()
+    times: list[float] = []
+    outputs: list[bytes] = []
+    for i, batch in enumerate(source.batches[:count], 1):
+        t0 = time.perf_counter()
+        out = ref.apply(batch.data)
+        times.append(time.perf_counter() - t0)
+        ref.commit(ref.batch_seq)
+        outputs.append(out)
+        progress(f"reference: batch {i}/{count}, {sum(times):.1f} s")
+    progress_done(f"reference: {count} batches in {sum(times):.2f} s")
+    return times, outputs
+
+
+def compare_outputs(rust: list[bytes], ref: list[bytes]) -> tuple[bool, Counter[str]]:
+    """Parsed equality of the outputs of the batches both ran; outcome mix of the orders."""
+    from server.gen.orders.engine.v1 import engine_pb2
+    from server.gen.orders.v1 import orders_pb2
+
+    same = True
+    outcomes: Counter[str] = Counter()
+    for a, b in zip(rust, ref, strict=False):
+        ra = engine_pb2.EngineBatchResult.FromString(a)
+        rb = engine_pb2.EngineBatchResult.FromString(b)
+        # event payloads may differ in encoding but not in content
+        for result in (ra, rb):
+            for env in result.events:
+                env.payload = b""
+        same = same and ra == rb
+        for r in rb.results:
+            if r.code:
+                outcomes[f"error:{r.error.reason}"] += 1
+            else:
+                outcomes[orders_pb2.OrderStatus.Name(r.order.status)] += 1
+    return same, outcomes
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="minimum Rust apply time")
+    parser.add_argument(
+        "--reference-batches", type=int, default=3, help="batches run on the reference model"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "core.json")
+    args = parser.parse_args(argv)
+
+    pinning = pin_to_one_core()
+    print(f"core_bench: {pinning}", file=sys.stderr)
+    engine_module = import_engine()
+    spec = WorkloadSpec(seed=args.seed)
+    workload = StandardWorkload(spec)
+    print(f"workload: {spec.describe()}", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    setup_batches = workload.setup_batches()
+    progress_done(f"encoded {len(setup_batches)} setup batches ({time.perf_counter() - t0:.1f} s)")
+    source = BatchSource(workload)
+    k = max(1, args.reference_batches)
+    calibration_batches = max(k, 4)
+    source.ensure(calibration_batches, "encoding calibration batches")
+    rate = calibrate(engine_module, setup_batches, source, calibration_batches)
+    planned = max(k, math.ceil(args.seconds * rate * 1.15))
+    progress_done(f"calibration: {rate:.1f} batches/s -> planning {planned} batches")
+    source.ensure(planned)
+
+    times, rust_outputs, engine_stats = run_rust(
+        engine_module, setup_batches, source, k, args.seconds, k
+    )
+    n = len(times)
+    orders = sum(b.orders for b in source.batches[:n])
+    lines = sum(b.lines for b in source.batches[:n])
+    total = sum(times)
+    k_lines = sum(b.lines for b in source.batches[:k])
+    rust_k_time = sum(times[:k])
+
+    ref_times, ref_outputs = run_reference(setup_batches, source, k)
+    ref_time = sum(ref_times)
+    outputs_match, outcomes = compare_outputs(rust_outputs, ref_outputs)
+
+    rust_lines_per_s = lines / total
+    rust_k_lines_per_s = k_lines / rust_k_time
+    reference_lines_per_s = k_lines / ref_time
+    speedup = rust_k_lines_per_s / reference_lines_per_s
+    batch_ms = [t * 1e3 for t in times]
+    result: dict[str, Any] = {
+        "benchmark": "core",
+        "timed": "Engine.apply(batch bytes): decode + validation/allocation + encoding of "
+        "responses, changed rows and events; not timed: batch construction/encoding, setup, "
+        "commit(), BatchOutput.encode()",
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git": git_commit(),
+        "machine": machine_info(),
+        "cpu_pinning": pinning,
+        "workload": {"description": spec.describe(), "spec": spec.as_dict()},
+        "batches": n,
+        "orders": orders,
+        "lines": lines,
+        "apply_seconds": total,
+        "orders_per_s": orders / total,
+        "lines_per_s": rust_lines_per_s,
+        "batch_ms": {
+            "mean": statistics.fmean(batch_ms),
+            "p50": percentile(batch_ms, 0.5),
+            "p99": percentile(batch_ms, 0.99),
+            "max": max(batch_ms),
+        },
+        "reference": {
+            "batches": k,
+            "lines": k_lines,
+            "seconds": ref_time,
+            "lines_per_s": reference_lines_per_s,
+            "rust_seconds_same_batches": rust_k_time,
+            "rust_lines_per_s_same_batches": rust_k_lines_per_s,
+            "outputs_match": outputs_match,
+            "outcomes": dict(sorted(outcomes.items())),
+        },
+        "reference_lines_per_s": reference_lines_per_s,
+        "speedup_vs_reference": speedup,
+        "engine_stats": engine_stats,
+        "targets": {
+            "lines_per_s": TARGET_LINES_PER_S,
+            "speedup": TARGET_SPEEDUP,
+            "lines_per_s_pass": rust_lines_per_s >= TARGET_LINES_PER_S,
+            "speedup_pass": speedup >= TARGET_SPEEDUP,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    def row(label: str, value: str) -> str:
+        return f"  {label:<38} {value}"
+
+    verdict = {True: "PASS", False: "FAIL"}
+    print("core benchmark (time of Engine.apply: decode + domain + encode)")
+    print(row("machine", f"{result['machine']['cpu_model']}, {pinning}"))
+    print(row("workload", spec.describe()))
+    print(row("rust batches / orders / lines", f"{n} / {orders:,} / {lines:,}"))
+    print(row("rust apply time", f"{total:.3f} s"))
+    print(row("rust orders/s", f"{orders / total:,.0f}"))
+    print(
+        row(
+            "rust lines/s",
+            f"{rust_lines_per_s:,.0f}  (target {TARGET_LINES_PER_S:,.0f}: "
+            f"{verdict[rust_lines_per_s >= TARGET_LINES_PER_S]})",
+        )
+    )
+    print(
+        row(
+            "rust batch latency ms p50 / p99 / max",
+            f"{result['batch_ms']['p50']:.2f} / {result['batch_ms']['p99']:.2f} / "
+            f"{result['batch_ms']['max']:.2f}",
+        )
+    )
+    print(row(f"reference lines/s (first {k} batches)", f"{reference_lines_per_s:,.0f}"))
+    print(row(f"rust lines/s (same {k} batches)", f"{rust_k_lines_per_s:,.0f}"))
+    print(
+        row(
+            "speedup vs reference",
+            f"{speedup:,.1f}x  "
+            f"(target {TARGET_SPEEDUP:.0f}x: {verdict[speedup >= TARGET_SPEEDUP]})",
+        )
+    )
+    print(row("outputs identical on those batches", str(outputs_match)))
+    print(row("outcomes (reference batches)", ", ".join(f"{k}={v}" for k, v in outcomes.items())))
+    print(row("written", str(args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
