@@ -121,8 +121,22 @@ test: build ## set up, start the stack, run every test and lint, stop what it st
 # ------------------------------------------------------------------ run and bench
 
 .PHONY: run
-run: build stack-up ## set up, start the stack and print what runs where
-	$(PY) -m deploy.stack status
+run: build stack-up ## set up, start the stack and the service, run the demo; leaves all running
+	$(PY) -m deploy.service start
+	$(PY) -m deploy.demo
+	@$(PY) -m deploy.stack status -q || true
+	@echo
+	@echo "The service is running on 127.0.0.1:50051 (metrics: http://127.0.0.1:9464/metrics)."
+	@echo "Call it:"
+	@echo "  grpcurl -plaintext -d '{\"order_id\": \"<id>\"}' 127.0.0.1:50051 orders.v1.OrderService/GetOrder"
+	@echo "  .venv/bin/orders create --region demo-eu --customer me --line DEMO-SKU-001:2:1999:EUR"
+	@echo "  .venv/bin/python -c 'from orders_client import OrdersClient; print(OrdersClient(\"127.0.0.1:50051\").get_order(\"<id>\"))'"
+	@echo "Stop it: make stop   (service and stack; data stays in .state/, make stack-wipe deletes it)"
+
+.PHONY: stop
+stop: ## stop the service and the local stack started by make run
+	-$(PY) -m deploy.service stop
+	$(PY) -m deploy.stack down
 
 .PHONY: bench-core
 bench-core: build ## engine benchmark: writes bench/results/core.json
