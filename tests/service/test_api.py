@@ -4,12 +4,18 @@ transitions, listing, reads."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from conftest import new_server, read_stream
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from harness import (
     Api,
     ServerProcess,
+    TcpProxy,
     create_request,
     reason,
     short_location,
@@ -241,3 +247,60 @@ async def test_stream_create_matches_results_by_request_id(api: Api) -> None:
     assert all(results[f"s-{i}"].order.request_id == f"s-{i}" for i in range(500))
     assert results["s-bad"].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert results["s-bad"].error.field_violations
+
+
+async def test_health_reflection_and_metrics(server: ServerProcess) -> None:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "orders.v1.OrderService", "orders.v1.InventoryService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        names: set[str] = set()
+        async for answer in reflection.ServerReflectionInfo(ask(), timeout=5):
+            names |= {s.name for s in answer.list_services_response.service}
+        assert {"orders.v1.OrderService", "orders.v1.InventoryService"} <= names
+        # One write so that the per-method series exist.
+        await Api(channel).region(unique_name("r"), {"l1": 1}, {})
+    body = await asyncio.to_thread(
+        lambda: (
+            urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+    )
+    for name in (
+        "orders_rpc_requests_total",
+        "orders_rpc_latency_seconds_bucket",
+        "orders_batch_commands_bucket",
+        "orders_engine_seconds_bucket",
+        "orders_store_write_seconds_bucket",
+        "orders_queue_depth",
+        "orders_outbox_lag_batches",
+    ):
+        assert name in body, name
+
+
+async def test_sigterm_drains_and_publishes_everything(
+    cql_proxy: TcpProxy, nats_proxy: TcpProxy
+) -> None:
+    process = new_server(cql_proxy, nats_proxy)
+    await process.start()
+    async with grpc.aio.insecure_channel(process.address) as channel:
+        api = Api(channel)
+        region = unique_name("r")
+        await api.region(region, {"l1": 1}, {("sku-d", "l1"): 1000})
+        orders = await asyncio.gather(
+            *[
+                api.orders.CreateOrder(create_request(f"d-{i}", region, [("sku-d", 1)]), timeout=10)
+                for i in range(200)
+            ]
+        )
+    assert await process.terminate() == 0, process.tail()
+    assert '"all_events_published": true' in process.tail(), process.tail()
+    published = {msg_id for _, msg_id, _ in await read_stream(process)}
+    assert {f"{o.order_id}:1" for o in orders} <= published
