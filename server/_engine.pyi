@@ -3,6 +3,18 @@
 Semantics: docs/engine.md. Wire format: proto/orders/engine/v1/engine.proto.
 """
 
+from typing import final
+
+__all__ = [
+    "BatchDecodeError",
+    "BatchOutput",
+    "Engine",
+    "EngineBugError",
+    "EngineError",
+    "EngineStateError",
+    "SnapshotError",
+]
+
 class EngineError(Exception):
     """Base of every engine error."""
 
@@ -22,8 +34,13 @@ class EngineBugError(EngineError):
     (raises EngineBugError) until it is restored.
     """
 
+@final
 class BatchOutput:
-    """Everything one Engine.apply produced."""
+    """Everything one Engine.apply produced.
+
+    Complete when apply returns; each list attribute is built on first access
+    and then cached (the same list object is returned every time).
+    """
 
     @property
     def batch_seq(self) -> int: ...
@@ -61,6 +78,7 @@ class BatchOutput:
     def journal(self) -> bytes:
         """The serialised JournalEntry {batch_seq, events}."""
 
+@final
 class Engine:
     """The allocation engine of one inventory partition (not thread-safe:
     call it from one thread at a time)."""

@@ -1,1 +1,10 @@
+//! The allocation engine of the order service (see docs/engine.md).
+//!
+//! - [`domain`]: the deterministic state machine (no I/O).
+//! - [`codec`]: protobuf wire format in and out.
+//! - `python` (feature "python"): the PyO3 module `server._engine`.
 
+pub mod codec;
+pub mod domain;
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,472 @@
+//! EngineBatch bytes → borrowed domain commands.
+//!
+//! The fast path parses the wire format directly and borrows every string
+//! from the input (no allocation per order). Anything it does not handle the
+//! simple way — a sub-message or oneof field repeated (protobuf merges those),
+//! groups, malformed input — falls back to prost, whose result is then
+//! borrowed the same way; prost's error is the decode error.
+
+use prost::Message;
+
+use super::pb::orders::engine::v1 as epb;
+use super::pb::orders::v1 as pb;
+use crate::domain::command::{Batch, Command, CommandIn, CreateIn, LineIn, LocationIn, RegionIn};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Decodes `bytes`; `storage` keeps prost's owned decoding alive when the
+/// fast path gives up.
+pub fn decode_batch<'a>(
+    bytes: &'a [u8],
+    storage: &'a mut Option<epb::EngineBatch>,
+) -> Result<Batch<'a>, DecodeError> {
+    if let Ok(batch) = fast::batch(bytes) {
+        return Ok(batch);
+    }
+    let decoded = epb::EngineBatch::decode(bytes)
+        .map_err(|e| DecodeError(format!("invalid EngineBatch: {e}")))?;
+    let decoded: &'a epb::EngineBatch = storage.insert(decoded);
+    Ok(from_prost(decoded))
+}
+
+/// Borrows a prost-decoded batch as domain commands.
+pub fn from_prost(b: &epb::EngineBatch) -> Batch<'_> {
+    let mut batch = Batch {
+        now_ms: b.now_unix_ms,
+        ..Batch::default()
+    };
+    for c in &b.commands {
+        use epb::engine_command::Command as C;
+        let command = match &c.command {
+            None => Command::Missing,
+            Some(C::CreateOrder(r)) => Command::Create(push_create(&mut batch.lines, r)),
+            Some(C::BatchCreateOrders(r)) => {
+                let start = batch.creates.len() as u32;
+                for item in &r.requests {
+                    let create = push_create(&mut batch.lines, item);
+                    batch.creates.push(create);
+                }
+                Command::BatchCreate {
+                    requests: start..batch.creates.len() as u32,
+                    error_policy: r.error_policy,
+                }
+            }
+            Some(C::CancelOrder(r)) => Command::Cancel {
+                order_id: &r.order_id,
+                reason: &r.reason,
+            },
+            Some(C::ConfirmOrder(r)) => Command::Confirm {
+                order_id: &r.order_id,
+            },
+            Some(C::ShipOrder(r)) => Command::Ship {
+                order_id: &r.order_id,
+            },
+            Some(C::SetStock(r)) => Command::SetStock {
+                sku: &r.sku,
+                location_id: &r.location_id,
+                on_hand: r.on_hand,
+            },
+            Some(C::AdjustStock(r)) => Command::AdjustStock {
+                sku: &r.sku,
+                location_id: &r.location_id,
+                delta: r.delta,
+            },
+            Some(C::UpsertLocation(r)) => {
+                Command::UpsertLocation(r.location.as_ref().map(|l| LocationIn {
+                    location_id: &l.location_id,
+                    region: &l.region,
+                    priority: l.priority,
+                }))
+            }
+            Some(C::ConfigureRegion(r)) => {
+                Command::ConfigureRegion(r.region.as_ref().map(|g| RegionIn {
+                    region: &g.region,
+                    strategy: g.strategy,
+                    reservation_ttl_seconds: g.reservation_ttl_seconds,
+                }))
+            }
+            Some(C::Reconcile(r)) => Command::Reconcile {
+                region: &r.region,
+                repair: r.repair,
+            },
+            Some(C::ExpireReservations(_)) => Command::ExpireReservations,
+        };
+        batch.commands.push(CommandIn {
+            client_id: &c.client_id,
+            command,
+        });
+    }
+    batch
+}
+
+fn push_create<'a>(lines: &mut Vec<LineIn<'a>>, r: &'a pb::CreateOrderRequest) -> CreateIn<'a> {
+    let start = lines.len() as u32;
+    lines.extend(r.lines.iter().map(|l| LineIn {
+        sku: &l.sku,
+        quantity: l.quantity,
+        unit_price_minor: l.unit_price_minor,
+        currency: &l.currency,
+    }));
+    CreateIn {
+        request_id: &r.request_id,
+        customer_id: &r.customer_id,
+        region: &r.region,
+        lines: start..lines.len() as u32,
+        policy: r.policy,
+    }
+}
+
+/// The zero-copy parser. `Err(())` means "let prost decide".
+mod fast {
+    use super::*;
+
+    type R<T> = Result<T, ()>;
+
+    const VARINT: u8 = 0;
+    const I64: u8 = 1;
+    const LEN: u8 = 2;
+    const I32: u8 = 5;
+
+    struct Reader<'a> {
+        buf: &'a [u8],
+        pos: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        fn new(buf: &'a [u8]) -> Self {
+            Reader { buf, pos: 0 }
+        }
+
+        fn done(&self) -> bool {
+            self.pos >= self.buf.len()
+        }
+
+        fn varint(&mut self) -> R<u64> {
+            let mut value: u64 = 0;
+            for shift in (0..70).step_by(7) {
+                let b = *self.buf.get(self.pos).ok_or(())?;
+                self.pos += 1;
+                if shift == 63 && b > 1 {
+                    return Err(());
+                }
+                value |= u64::from(b & 0x7f) << shift;
+                if b < 0x80 {
+                    return Ok(value);
+                }
+            }
+            Err(())
+        }
+
+        fn key(&mut self) -> R<(u32, u8)> {
+            let k = u32::try_from(self.varint()?).map_err(|_| ())?;
+            let field = k >> 3;
+            if field == 0 {
+                return Err(());
+            }
+            Ok((field, (k & 7) as u8))
+        }
+
+        fn bytes(&mut self) -> R<&'a [u8]> {
+            let len = usize::try_from(self.varint()?).map_err(|_| ())?;
+            let end = self.pos.checked_add(len).ok_or(())?;
+            let slice = self.buf.get(self.pos..end).ok_or(())?;
+            self.pos = end;
+            Ok(slice)
+        }
+
+        fn string(&mut self, wire: u8) -> R<&'a str> {
+            expect(wire, LEN)?;
+            std::str::from_utf8(self.bytes()?).map_err(|_| ())
+        }
+
+        fn i64(&mut self, wire: u8) -> R<i64> {
+            expect(wire, VARINT)?;
+            Ok(self.varint()? as i64)
+        }
+
+        fn i32(&mut self, wire: u8) -> R<i32> {
+            Ok(self.i64(wire)? as i32)
+        }
+
+        fn message(&mut self, wire: u8) -> R<Reader<'a>> {
+            expect(wire, LEN)?;
+            Ok(Reader::new(self.bytes()?))
+        }
+
+        fn skip(&mut self, wire: u8) -> R<()> {
+            match wire {
+                VARINT => self.varint().map(|_| ()),
+                I64 => self.advance(8),
+                LEN => self.bytes().map(|_| ()),
+                I32 => self.advance(4),
+                _ => Err(()),
+            }
+        }
+
+        fn advance(&mut self, n: usize) -> R<()> {
+            let end = self.pos.checked_add(n).ok_or(())?;
+            if end > self.buf.len() {
+                return Err(());
+            }
+            self.pos = end;
+            Ok(())
+        }
+    }
+
+    fn expect(wire: u8, want: u8) -> R<()> {
+        if wire == want {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    pub(super) fn batch(bytes: &[u8]) -> R<Batch<'_>> {
+        let mut batch = Batch::default();
+        // Rough sizes (a create is ~100 bytes, a line ~30) to avoid regrowth.
+        batch.commands.reserve(bytes.len() / 96);
+        batch.lines.reserve(bytes.len() / 32);
+        let mut r = Reader::new(bytes);
+        while !r.done() {
+            let (field, wire) = r.key()?;
+            match field {
+                1 => batch.now_ms = r.i64(wire)?,
+                2 => {
+                    let c = command(&mut r.message(wire)?, &mut batch)?;
+                    batch.commands.push(c);
+                }
+                _ => r.skip(wire)?,
+            }
+        }
+        Ok(batch)
+    }
+
+    fn command<'a>(r: &mut Reader<'a>, batch: &mut Batch<'a>) -> R<CommandIn<'a>> {
+        let mut client_id = "";
+        let mut command: Option<Command<'a>> = None;
+        while !r.done() {
+            let (field, wire) = r.key()?;
+            if field == 1 {
+                client_id = r.string(wire)?;
+                continue;
+            }
+            let parsed = match field {
+                10 => Command::Create(create(&mut r.message(wire)?, &mut batch.lines)?),
+                11 => batch_create(&mut r.message(wire)?, batch)?,
+                12 => {
+                    let mut m = r.message(wire)?;
+                    let (mut order_id, mut reason) = ("", "");
+                    while !m.done() {
+                        match m.key()? {
+                            (1, w) => order_id = m.string(w)?,
+                            (2, w) => reason = m.string(w)?,
+                            (_, w) => m.skip(w)?,
+                        }
+                    }
+                    Command::Cancel { order_id, reason }
+                }
+                13 | 14 => {
+                    let mut m = r.message(wire)?;
+                    let mut order_id = "";
+                    while !m.done() {
+                        match m.key()? {
+                            (1, w) => order_id = m.string(w)?,
+                            (_, w) => m.skip(w)?,
+                        }
+                    }
+                    if field == 13 {
+                        Command::Confirm { order_id }
+                    } else {
+                        Command::Ship { order_id }
+                    }
+                }
+                20 | 21 => {
+                    let mut m = r.message(wire)?;
+                    let (mut sku, mut location_id, mut amount) = ("", "", 0i64);
+                    while !m.done() {
+                        match m.key()? {
+                            (1, w) => sku = m.string(w)?,
+                            (2, w) => location_id = m.string(w)?,
+                            (3, w) => amount = m.i64(w)?,
+                            (_, w) => m.skip(w)?,
+                        }
+                    }
+                    if field == 20 {
+                        Command::SetStock {
+                            sku,
+                            location_id,
+                            on_hand: amount,
+                        }
+                    } else {
+                        Command::AdjustStock {
+                            sku,
+                            location_id,
+                            delta: amount,
+                        }
+                    }
+                }
+                22 => {
+                    let mut m = r.message(wire)?;
+                    let mut location = None;
+                    while !m.done() {
+                        match m.key()? {
+                            (1, w) => {
+                                if location.is_some() {
+                                    return Err(()); // repeated: protobuf merges
+                                }
+                                let mut l = m.message(w)?;
+                                let mut loc = LocationIn {
+                                    location_id: "",
+                                    region: "",
+                                    priority: 0,
+                                };
+                                while !l.done() {
+                                    match l.key()? {
+                                        (1, w) => loc.location_id = l.string(w)?,
+                                        (2, w) => loc.region = l.string(w)?,
+                                        (3, w) => loc.priority = l.i32(w)?,
+                                        (_, w) => l.skip(w)?,
+                                    }
+                                }
+                                location = Some(loc);
+                            }
+                            (_, w) => m.skip(w)?,
+                        }
+                    }
+                    Command::UpsertLocation(location)
+                }
+                23 => {
+                    let mut m = r.message(wire)?;
+                    let mut region = None;
+                    while !m.done() {
+                        match m.key()? {
+                            (1, w) => {
+                                if region.is_some() {
+                                    return Err(());
+                                }
+                                let mut g = m.message(w)?;
+                                let mut reg = RegionIn {
+                                    region: "",
+                                    strategy: 0,
+                                    reservation_ttl_seconds: 0,
+                                };
+                                while !g.done() {
+                                    match g.key()? {
+                                        (1, w) => reg.region = g.string(w)?,
+                                        (2, w) => reg.strategy = g.i32(w)?,
+                                        (3, w) => reg.reservation_ttl_seconds = g.i64(w)?,
+                                        (_, w) => g.skip(w)?,
+                                    }
+                                }
+                                region = Some(reg);
+                            }
+                            (_, w) => m.skip(w)?,
+                        }
+                    }
+                    Command::ConfigureRegion(region)
+                }
+                24 => {
+                    let mut m = r.message(wire)?;
+                    let (mut region, mut repair) = ("", false);
+                    while !m.done() {
+                        match m.key()? {
+                            (1, w) => region = m.string(w)?,
+                            (2, w) => repair = m.i64(w)? != 0,
+                            (_, w) => m.skip(w)?,
+                        }
+                    }
+                    Command::Reconcile { region, repair }
+                }
+                30 => {
+                    let mut m = r.message(wire)?;
+                    while !m.done() {
+                        let (_, w) = m.key()?;
+                        m.skip(w)?;
+                    }
+                    Command::ExpireReservations
+                }
+                _ => {
+                    r.skip(wire)?;
+                    continue;
+                }
+            };
+            if command.is_some() {
+                // A second oneof member (or the same one again, which
+                // protobuf merges): leave it to prost.
+                return Err(());
+            }
+            command = Some(parsed);
+        }
+        Ok(CommandIn {
+            client_id,
+            command: command.unwrap_or(Command::Missing),
+        })
+    }
+
+    fn batch_create<'a>(m: &mut Reader<'a>, batch: &mut Batch<'a>) -> R<Command<'a>> {
+        let start = batch.creates.len() as u32;
+        let mut error_policy = 0;
+        while !m.done() {
+            match m.key()? {
+                (1, w) => {
+                    let c = create(&mut m.message(w)?, &mut batch.lines)?;
+                    batch.creates.push(c);
+                }
+                (2, w) => error_policy = m.i32(w)?,
+                (_, w) => m.skip(w)?,
+            }
+        }
+        Ok(Command::BatchCreate {
+            requests: start..batch.creates.len() as u32,
+            error_policy,
+        })
+    }
+
+    fn create<'a>(m: &mut Reader<'a>, lines: &mut Vec<LineIn<'a>>) -> R<CreateIn<'a>> {
+        let start = lines.len() as u32;
+        let mut c = CreateIn {
+            request_id: "",
+            customer_id: "",
+            region: "",
+            lines: start..start,
+            policy: 0,
+        };
+        while !m.done() {
+            match m.key()? {
+                (1, w) => c.request_id = m.string(w)?,
+                (2, w) => c.customer_id = m.string(w)?,
+                (3, w) => c.region = m.string(w)?,
+                (4, w) => {
+                    let mut l = m.message(w)?;
+                    let mut line = LineIn {
+                        sku: "",
+                        quantity: 0,
+                        unit_price_minor: 0,
+                        currency: "",
+                    };
+                    while !l.done() {
+                        match l.key()? {
+                            (1, w) => line.sku = l.string(w)?,
+                            (2, w) => line.quantity = l.i64(w)?,
+                            (3, w) => line.unit_price_minor = l.i64(w)?,
+                            (4, w) => line.currency = l.string(w)?,
+                            (_, w) => l.skip(w)?,
+                        }
+                    }
+                    lines.push(line);
+                }
+                (5, w) => c.policy = m.i32(w)?,
+                (_, w) => m.skip(w)?,
+            }
+        }
+        c.lines.end = lines.len() as u32;
+        Ok(c)
+    }
+}

@@ -1,0 +1,693 @@
+//! Hand-written protobuf encoding of the engine's outputs.
+//!
+//! Writing the bytes directly (instead of building prost structs with owned
+//! strings) lets an order be serialised once per change, straight from the
+//! interned state, and reused as response, persisted row and the embedded
+//! `order` of its OrderEvent. Every writer here must produce exactly what
+//! prost produces for the same message (proto3: default scalars omitted,
+//! fields in number order); tests/encoding.rs checks that.
+
+use std::ops::Range;
+
+use crate::domain::engine::{ItemResult, Outcome, ReconcileReport, Sink};
+use crate::domain::error::CommandError;
+use crate::domain::ids::{write_order_id, ORDER_ID_LEN};
+use crate::domain::model::*;
+use crate::domain::undo::BatchLog;
+
+const VARINT: u32 = 0;
+const LEN: u32 = 2;
+
+pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+pub fn varint_len(v: u64) -> usize {
+    // 1 byte per 7 bits, at least one.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_key(buf: &mut Vec<u8>, field: u32, wire: u32) {
+    put_varint(buf, u64::from(field << 3 | wire));
+}
+
+/// int64 / int32 / enum / bool field (negative int32 are sign-extended, as prost does).
+pub fn put_int(buf: &mut Vec<u8>, field: u32, v: i64) {
+    if v != 0 {
+        put_key(buf, field, VARINT);
+        put_varint(buf, v as u64);
+    }
+}
+
+fn int_len(field: u32, v: i64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        key_len(field) + varint_len(v as u64)
+    }
+}
+
+fn key_len(field: u32) -> usize {
+    varint_len(u64::from(field << 3))
+}
+
+pub fn put_bytes(buf: &mut Vec<u8>, field: u32, v: &[u8]) {
+    if !v.is_empty() {
+        put_key(buf, field, LEN);
+        put_varint(buf, v.len() as u64);
+        buf.extend_from_slice(v);
+    }
+}
+
+fn bytes_len(field: u32, len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        key_len(field) + varint_len(len as u64) + len
+    }
+}
+
+/// An embedded message field: always written, even when empty.
+pub fn put_message(buf: &mut Vec<u8>, field: u32, body: &[u8]) {
+    put_key(buf, field, LEN);
+    put_varint(buf, body.len() as u64);
+    buf.extend_from_slice(body);
+}
+
+fn put_message_header(buf: &mut Vec<u8>, field: u32, len: usize) {
+    put_key(buf, field, LEN);
+    put_varint(buf, len as u64);
+}
+
+fn message_len(field: u32, len: usize) -> usize {
+    key_len(field) + varint_len(len as u64) + len
+}
+
+/// google.protobuf.Timestamp from milliseconds since the epoch.
+pub fn timestamp_parts(ms: i64) -> (i64, i64) {
+    (ms.div_euclid(1000), ms.rem_euclid(1000) * 1_000_000)
+}
+
+fn put_timestamp(buf: &mut Vec<u8>, field: u32, ms: i64) {
+    let (s, n) = timestamp_parts(ms);
+    put_message_header(buf, field, int_len(1, s) + int_len(2, n));
+    put_int(buf, 1, s);
+    put_int(buf, 2, n);
+}
+
+/// Writes the decimal digits of `v` (>= 0) into `out`; returns how many.
+fn write_decimal(v: i64, out: &mut [u8]) -> usize {
+    let mut digits = [0u8; 20];
+    let mut n = v.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    out[..len].copy_from_slice(&digits[i..]);
+    len
+}
+
+/// Offsets inside an encoded Order that the persisted row needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderOffsets {
+    pub customer_id: (usize, usize),
+}
+
+/// Appends `orders.v1.Order` for `o` to `buf`.
+pub fn write_order(buf: &mut Vec<u8>, st: &State, o: &Order) -> OrderOffsets {
+    let mut id = [0u8; ORDER_ID_LEN];
+    write_order_id(o.key, &mut id);
+    let currency: &[u8] = &o.currency;
+    let start = buf.len();
+    put_bytes(buf, 1, &id);
+    put_bytes(buf, 2, o.request_id().as_bytes());
+    let customer = o.customer_id().as_bytes();
+    let customer_at = if customer.is_empty() {
+        buf.len()
+    } else {
+        buf.len() + key_len(3) + varint_len(customer.len() as u64)
+    };
+    put_bytes(buf, 3, customer);
+    put_bytes(buf, 4, st.regions.name(o.region).as_bytes());
+    for line in &o.lines {
+        let sku = st.skus.name(line.sku).as_bytes();
+        let len = bytes_len(1, sku.len())
+            + int_len(2, line.quantity)
+            + int_len(3, line.unit_price_minor)
+            + bytes_len(4, currency.len());
+        put_message_header(buf, 5, len);
+        put_bytes(buf, 1, sku);
+        put_int(buf, 2, line.quantity);
+        put_int(buf, 3, line.unit_price_minor);
+        put_bytes(buf, 4, currency);
+    }
+    put_int(buf, 6, i64::from(o.policy));
+    put_int(buf, 7, o.status as i64);
+    put_int(buf, 8, o.version);
+    for a in &o.allocations {
+        let sku = o
+            .lines
+            .get(a.line as usize)
+            .map_or("", |l| st.skus.name(l.sku))
+            .as_bytes();
+        let loc = st.locations.name(a.loc).as_bytes();
+        let len = int_len(1, i64::from(a.line))
+            + bytes_len(2, sku.len())
+            + bytes_len(3, loc.len())
+            + int_len(4, a.quantity);
+        put_message_header(buf, 9, len);
+        put_int(buf, 1, i64::from(a.line));
+        put_bytes(buf, 2, sku);
+        put_bytes(buf, 3, loc);
+        put_int(buf, 4, a.quantity);
+    }
+    for b in &o.backorders {
+        let sku = o
+            .lines
+            .get(b.line as usize)
+            .map_or("", |l| st.skus.name(l.sku))
+            .as_bytes();
+        let len = int_len(1, i64::from(b.line)) + bytes_len(2, sku.len()) + int_len(3, b.quantity);
+        put_message_header(buf, 10, len);
+        put_int(buf, 1, i64::from(b.line));
+        put_bytes(buf, 2, sku);
+        put_int(buf, 3, b.quantity);
+    }
+    put_int(buf, 11, o.total_minor);
+    put_bytes(buf, 12, currency);
+    put_timestamp(buf, 13, o.create_ms);
+    put_timestamp(buf, 14, o.update_ms);
+    if let Some(at) = o.expire_ms {
+        put_timestamp(buf, 15, at);
+    }
+    put_bytes(buf, 16, o.status_reason.as_str().as_bytes());
+    put_bytes(buf, 17, st.clients.name(o.client).as_bytes());
+    OrderOffsets {
+        customer_id: (customer_at - start, customer.len()),
+    }
+}
+
+fn stock_level_body(buf: &mut Vec<u8>, sku: &str, loc: &str, cell: &StockCell) {
+    put_bytes(buf, 1, sku.as_bytes());
+    put_bytes(buf, 2, loc.as_bytes());
+    put_int(buf, 3, cell.on_hand);
+    put_int(buf, 4, cell.reserved);
+    put_int(buf, 5, cell.available());
+    put_int(buf, 6, cell.version);
+}
+
+fn stock_level_len(sku: &str, loc: &str, cell: &StockCell) -> usize {
+    bytes_len(1, sku.len())
+        + bytes_len(2, loc.len())
+        + int_len(3, cell.on_hand)
+        + int_len(4, cell.reserved)
+        + int_len(5, cell.available())
+        + int_len(6, cell.version)
+}
+
+pub fn write_stock_level(buf: &mut Vec<u8>, st: &State, sku: SkuId, loc: LocId) {
+    let cell = st.skus.value(sku).cell(loc).copied().unwrap_or(StockCell {
+        on_hand: 0,
+        reserved: 0,
+        version: 0,
+        touch: Touch::default(),
+        loc,
+    });
+    stock_level_body(buf, st.skus.name(sku), st.locations.name(loc), &cell);
+}
+
+pub fn write_location(buf: &mut Vec<u8>, st: &State, loc: LocId) {
+    put_bytes(buf, 1, st.locations.name(loc).as_bytes());
+    if let Some(row) = st.location_row(loc) {
+        put_bytes(buf, 2, st.regions.name(row.region).as_bytes());
+        put_int(buf, 3, i64::from(row.priority));
+    }
+}
+
+pub fn write_region(buf: &mut Vec<u8>, st: &State, region: RegionId) {
+    put_bytes(buf, 1, st.regions.name(region).as_bytes());
+    if let Some(row) = st.region_row(region) {
+        put_int(buf, 2, i64::from(row.strategy));
+        put_int(buf, 3, row.ttl_seconds);
+    }
+}
+
+pub fn write_error(buf: &mut Vec<u8>, e: &CommandError) {
+    put_int(buf, 1, i64::from(e.code));
+    put_bytes(buf, 2, e.message.as_bytes());
+    put_bytes(buf, 3, e.reason.as_bytes());
+    for v in &e.violations {
+        let len = bytes_len(1, v.field.len()) + bytes_len(2, v.description.len());
+        put_message_header(buf, 4, len);
+        put_bytes(buf, 1, v.field.as_bytes());
+        put_bytes(buf, 2, v.description.as_bytes());
+    }
+}
+
+fn write_reconcile(buf: &mut Vec<u8>, st: &State, r: &ReconcileReport) {
+    put_int(buf, 1, r.rows_checked);
+    for d in &r.drifts {
+        let sku = st.skus.name(d.sku).as_bytes();
+        let loc = st.locations.name(d.loc).as_bytes();
+        let len = bytes_len(1, sku.len())
+            + bytes_len(2, loc.len())
+            + int_len(3, d.recorded_reserved)
+            + int_len(4, d.computed_reserved);
+        put_message_header(buf, 2, len);
+        put_bytes(buf, 1, sku);
+        put_bytes(buf, 2, loc);
+        put_int(buf, 3, d.recorded_reserved);
+        put_int(buf, 4, d.computed_reserved);
+    }
+    put_int(buf, 3, i64::from(r.repaired));
+}
+
+// ---------------------------------------------------------------- results
+
+/// `CommandResult.response` oneof field numbers.
+pub mod response_field {
+    pub const ORDER: u32 = 10;
+    pub const BATCH_CREATE_ORDERS: u32 = 11;
+    pub const STOCK: u32 = 12;
+    pub const LOCATION: u32 = 13;
+    pub const REGION: u32 = 14;
+    pub const RECONCILE: u32 = 15;
+    pub const EXPIRE_RESERVATIONS: u32 = 16;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRec {
+    pub code: i32,
+    pub replayed: bool,
+    /// For code 0: the `CommandResult.response` field of the payload.
+    pub field: u32,
+    /// Response message (code 0) or OrderError, in the arena.
+    pub payload: Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRowRec {
+    pub order_id: Range<usize>,
+    pub customer_id: Range<usize>,
+    pub status: i32,
+    pub version: i64,
+    pub create_ms: i64,
+    pub update_ms: i64,
+    pub order: Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockRowRec {
+    pub sku: Range<usize>,
+    pub location_id: Range<usize>,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRec {
+    pub subject: &'static str,
+    pub event_id: Range<usize>,
+    pub payload: Range<usize>,
+}
+
+/// Everything one batch produced; byte fields are ranges of `arena`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutput {
+    pub batch_seq: u64,
+    pub arena: Vec<u8>,
+    pub responses: Vec<ResponseRec>,
+    pub order_rows: Vec<OrderRowRec>,
+    pub stock_rows: Vec<StockRowRec>,
+    pub location_rows: Vec<Range<usize>>,
+    pub region_rows: Vec<Range<usize>>,
+    pub events: Vec<EventRec>,
+}
+
+impl BatchOutput {
+    pub fn bytes(&self, r: &Range<usize>) -> &[u8] {
+        &self.arena[r.clone()]
+    }
+
+    /// ASCII text stored in the arena (ids, names).
+    pub fn text(&self, r: &Range<usize>) -> &str {
+        std::str::from_utf8(self.bytes(r)).unwrap_or("")
+    }
+
+    /// The whole `EngineBatchResult`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.arena.len() + 64 * self.responses.len());
+        let seq = self.batch_seq as i64;
+        put_int(&mut out, 1, seq);
+        for r in &self.responses {
+            let payload = self.bytes(&r.payload);
+            let len = if r.code == 0 {
+                int_len(3, i64::from(r.replayed)) + message_len(r.field, payload.len())
+            } else {
+                int_len(1, i64::from(r.code))
+                    + message_len(2, payload.len())
+                    + int_len(3, i64::from(r.replayed))
+            };
+            put_message_header(&mut out, 2, len);
+            if r.code == 0 {
+                put_int(&mut out, 3, i64::from(r.replayed));
+                put_message(&mut out, r.field, payload);
+            } else {
+                put_int(&mut out, 1, i64::from(r.code));
+                put_message(&mut out, 2, payload);
+                put_int(&mut out, 3, i64::from(r.replayed));
+            }
+        }
+        for o in &self.order_rows {
+            put_message(&mut out, 3, self.bytes(&o.order));
+        }
+        let mut level = Vec::new();
+        for s in &self.stock_rows {
+            level.clear();
+            let cell = StockCell {
+                on_hand: s.on_hand,
+                reserved: s.reserved,
+                version: s.version,
+                touch: Touch::default(),
+                loc: 0,
+            };
+            stock_level_body(
+                &mut level,
+                self.text(&s.sku),
+                self.text(&s.location_id),
+                &cell,
+            );
+            put_message(&mut out, 4, &level);
+        }
+        for l in &self.location_rows {
+            put_message(&mut out, 5, self.bytes(l));
+        }
+        for g in &self.region_rows {
+            put_message(&mut out, 6, self.bytes(g));
+        }
+        for e in &self.events {
+            self.put_envelope(&mut out, 7, e);
+        }
+        out
+    }
+
+    /// `JournalEntry { batch_seq, events }`.
+    pub fn journal(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_int(&mut out, 1, self.batch_seq as i64);
+        for e in &self.events {
+            self.put_envelope(&mut out, 2, e);
+        }
+        out
+    }
+
+    fn put_envelope(&self, out: &mut Vec<u8>, field: u32, e: &EventRec) {
+        let id = self.bytes(&e.event_id);
+        let payload = self.bytes(&e.payload);
+        let len =
+            bytes_len(1, e.subject.len()) + bytes_len(2, id.len()) + bytes_len(3, payload.len());
+        put_message_header(out, field, len);
+        put_bytes(out, 1, e.subject.as_bytes());
+        put_bytes(out, 2, id);
+        put_bytes(out, 3, payload);
+    }
+}
+
+/// The codec's [`Sink`]: encodes while the engine applies a batch.
+#[derive(Debug, Default)]
+pub struct ResultWriter {
+    out: BatchOutput,
+    scratch: Vec<u8>,
+    /// Latest encoding of each changed order, by its changed-list index.
+    latest: Vec<Option<OrderRowRec>>,
+    /// The order carried by the current command's first order event.
+    command_order: Option<Range<usize>>,
+}
+
+impl ResultWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sized for a batch of `input_len` bytes and `commands` commands, so the
+    /// arena is not regrown (and copied) while the batch is applied.
+    pub fn with_capacity(input_len: usize, commands: usize) -> Self {
+        let mut w = Self::default();
+        w.out.arena.reserve(input_len * 4 + 4096);
+        w.out.responses.reserve(commands);
+        w.out.events.reserve(commands);
+        w.out.order_rows.reserve(commands);
+        w.latest.reserve(commands);
+        w
+    }
+
+    pub fn finish(mut self, batch_seq: u64) -> BatchOutput {
+        self.out.batch_seq = batch_seq;
+        self.out
+    }
+
+    fn push_text(&mut self, s: &str) -> Range<usize> {
+        let start = self.out.arena.len();
+        self.out.arena.extend_from_slice(s.as_bytes());
+        start..self.out.arena.len()
+    }
+
+    fn encode_order_row(&mut self, st: &State, o: &Order) -> OrderRowRec {
+        let start = self.out.arena.len();
+        let offsets = write_order(&mut self.out.arena, st, o);
+        let len = self.out.arena.len() - start;
+        self.order_row(o, start, len, offsets)
+    }
+
+    fn order_row(&self, o: &Order, start: usize, len: usize, offsets: OrderOffsets) -> OrderRowRec {
+        // order_id is field 1, always first: key byte, length byte, 34 bytes.
+        let id_at = start + 2;
+        let (c_at, c_len) = offsets.customer_id;
+        OrderRowRec {
+            order_id: id_at..id_at + ORDER_ID_LEN,
+            customer_id: start + c_at..start + c_at + c_len,
+            status: o.status as i32,
+            version: o.version,
+            create_ms: o.create_ms,
+            update_ms: o.update_ms,
+            order: start..start + len,
+        }
+    }
+
+    fn respond(&mut self, code: i32, field: u32, replayed: bool, payload: Range<usize>) {
+        self.out.responses.push(ResponseRec {
+            code,
+            replayed,
+            field,
+            payload,
+        });
+    }
+
+    fn respond_with<F: FnOnce(&mut Vec<u8>)>(&mut self, field: u32, replayed: bool, write: F) {
+        let start = self.out.arena.len();
+        write(&mut self.out.arena);
+        let end = self.out.arena.len();
+        self.respond(0, field, replayed, start..end);
+    }
+
+    fn write_batch_create(&mut self, st: &State, items: &[ItemResult<'_>]) {
+        let start = self.out.arena.len();
+        let mut item = std::mem::take(&mut self.scratch);
+        for it in items {
+            item.clear();
+            put_bytes(&mut item, 1, it.request_id.as_bytes());
+            match &it.result {
+                Ok(key) => {
+                    if let Some(o) = st.orders.get(key) {
+                        let mut body = Vec::new();
+                        write_order(&mut body, st, o);
+                        put_message(&mut item, 2, &body);
+                    }
+                }
+                Err(e) => {
+                    let mut body = Vec::new();
+                    write_error(&mut body, e);
+                    put_message(&mut item, 3, &body);
+                }
+            }
+            put_message(&mut self.out.arena, 1, &item);
+        }
+        self.scratch = item;
+        let end = self.out.arena.len();
+        self.respond(0, response_field::BATCH_CREATE_ORDERS, false, start..end);
+    }
+}
+
+impl Sink for ResultWriter {
+    fn order_event(&mut self, st: &State, o: &Order, now_ms: i64) {
+        // OrderEvent { event_id = 1, type = 2, order = 3, event_time = 4 },
+        // written around the order's bytes so they serve as row and response too.
+        let mut body = std::mem::take(&mut self.scratch);
+        body.clear();
+        let offsets = write_order(&mut body, st, o);
+        // "<order_id>:<version>" on the stack.
+        let mut event_id = [0u8; ORDER_ID_LEN + 1 + 20];
+        let mut id = [0u8; ORDER_ID_LEN];
+        write_order_id(o.key, &mut id);
+        event_id[..ORDER_ID_LEN].copy_from_slice(&id);
+        event_id[ORDER_ID_LEN] = b':';
+        let digits = write_decimal(o.version, &mut event_id[ORDER_ID_LEN + 1..]);
+        let id_len = ORDER_ID_LEN + 1 + digits;
+        let event_id = &event_id[..id_len];
+
+        let arena = &mut self.out.arena;
+        let payload_start = arena.len();
+        put_bytes(arena, 1, event_id);
+        let id_range = payload_start + 2..payload_start + 2 + id_len;
+        put_int(arena, 2, o.status as i64);
+        put_message_header(arena, 3, body.len());
+        let order_start = arena.len();
+        arena.extend_from_slice(&body);
+        put_timestamp(arena, 4, now_ms);
+        let payload = payload_start..arena.len();
+        self.scratch = body;
+
+        let row = self.order_row(o, order_start, self.scratch.len(), offsets);
+        if self.command_order.is_none() {
+            self.command_order = Some(row.order.clone());
+        }
+        let index = o.touch.index as usize;
+        if self.latest.len() <= index {
+            self.latest.resize(index + 1, None);
+        }
+        self.latest[index] = Some(row);
+        self.out.events.push(EventRec {
+            subject: o.status.event_subject(),
+            event_id: id_range,
+            payload,
+        });
+    }
+
+    fn stock_event(
+        &mut self,
+        st: &State,
+        sku: SkuId,
+        cell: &StockCell,
+        reason: StockReason,
+        now_ms: i64,
+    ) {
+        let sku_name = st.skus.name(sku);
+        let loc_name = st.locations.name(cell.loc);
+        let event_id = format!("stock:{sku_name}@{loc_name}:{}", cell.version);
+        let arena = &mut self.out.arena;
+        let start = arena.len();
+        put_bytes(arena, 1, event_id.as_bytes());
+        // The id can be longer than 127 bytes (two 64-byte names), so its
+        // length prefix may take two bytes.
+        let id_start = start + key_len(1) + varint_len(event_id.len() as u64);
+        put_int(arena, 2, reason as i64);
+        put_message_header(arena, 3, stock_level_len(sku_name, loc_name, cell));
+        stock_level_body(arena, sku_name, loc_name, cell);
+        put_timestamp(arena, 4, now_ms);
+        let end = arena.len();
+        self.out.events.push(EventRec {
+            subject: "inventory.v1.stock_changed",
+            event_id: id_start..id_start + event_id.len(),
+            payload: start..end,
+        });
+    }
+
+    fn command_done(&mut self, st: &State, outcome: Outcome<'_>) {
+        use response_field as f;
+        let command_order = self.command_order.take();
+        match outcome {
+            Outcome::OrderEvent => {
+                let payload = command_order.unwrap_or(0..0);
+                self.respond(0, f::ORDER, false, payload);
+            }
+            Outcome::Replay(key) => match st.orders.get(&key) {
+                Some(o) => {
+                    let row = self.encode_order_row(st, o);
+                    self.respond(0, f::ORDER, true, row.order);
+                }
+                None => self.respond(0, f::ORDER, true, 0..0),
+            },
+            Outcome::BatchCreate(items) => self.write_batch_create(st, &items),
+            Outcome::Stock(sku, loc) => {
+                self.respond_with(f::STOCK, false, |b| write_stock_level(b, st, sku, loc))
+            }
+            Outcome::Location(loc) => {
+                self.respond_with(f::LOCATION, false, |b| write_location(b, st, loc))
+            }
+            Outcome::Region(region) => {
+                self.respond_with(f::REGION, false, |b| write_region(b, st, region))
+            }
+            Outcome::Reconcile(report) => {
+                self.respond_with(f::RECONCILE, false, |b| write_reconcile(b, st, &report))
+            }
+            Outcome::Expired(n) => {
+                self.respond_with(f::EXPIRE_RESERVATIONS, false, |b| put_int(b, 1, n))
+            }
+            Outcome::Error(e) => {
+                let start = self.out.arena.len();
+                write_error(&mut self.out.arena, &e);
+                let end = self.out.arena.len();
+                self.respond(e.code, 0, false, start..end);
+            }
+        }
+    }
+
+    fn mark(&self) -> usize {
+        self.out.events.len()
+    }
+
+    fn rollback_to(&mut self, mark: usize) {
+        // The arena keeps the abandoned bytes (nothing refers to them);
+        // only the events are forgotten.
+        self.out.events.truncate(mark);
+        self.command_order = None;
+    }
+
+    fn batch_done(&mut self, st: &State, log: &BatchLog) {
+        for (index, key) in log.changed_orders.iter().enumerate() {
+            let row = self.latest.get_mut(index).and_then(Option::take);
+            let row = match row {
+                Some(r) => r,
+                None => match st.orders.get(key) {
+                    Some(o) => self.encode_order_row(st, o),
+                    None => continue,
+                },
+            };
+            self.out.order_rows.push(row);
+        }
+        for (&(sku, loc), cell) in log.changed_stock.iter().zip(&log.stock_values) {
+            let sku_range = self.push_text(st.skus.name(sku));
+            let loc_range = self.push_text(st.locations.name(loc));
+            self.out.stock_rows.push(StockRowRec {
+                sku: sku_range,
+                location_id: loc_range,
+                on_hand: cell.on_hand,
+                reserved: cell.reserved,
+                version: cell.version,
+            });
+        }
+        for &loc in &log.changed_locations {
+            let start = self.out.arena.len();
+            write_location(&mut self.out.arena, st, loc);
+            let end = self.out.arena.len();
+            self.out.location_rows.push(start..end);
+        }
+        for &region in &log.changed_regions {
+            let start = self.out.arena.len();
+            write_region(&mut self.out.arena, st, region);
+            let end = self.out.arena.len();
+            self.out.region_rows.push(start..end);
+        }
+    }
+}

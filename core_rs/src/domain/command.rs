@@ -1,0 +1,98 @@
+//! Commands as the engine sees them: borrowed from the decoded batch, so the
+//! hot path allocates no strings.
+
+use std::ops::Range;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineIn<'a> {
+    pub sku: &'a str,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+    pub currency: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateIn<'a> {
+    pub request_id: &'a str,
+    pub customer_id: &'a str,
+    pub region: &'a str,
+    /// Indexes into [`Batch::lines`].
+    pub lines: Range<u32>,
+    pub policy: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocationIn<'a> {
+    pub location_id: &'a str,
+    pub region: &'a str,
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionIn<'a> {
+    pub region: &'a str,
+    pub strategy: i32,
+    pub reservation_ttl_seconds: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// The `command` oneof was not set.
+    Missing,
+    Create(CreateIn<'a>),
+    BatchCreate {
+        /// Indexes into [`Batch::creates`].
+        requests: Range<u32>,
+        error_policy: i32,
+    },
+    Cancel {
+        order_id: &'a str,
+        reason: &'a str,
+    },
+    Confirm {
+        order_id: &'a str,
+    },
+    Ship {
+        order_id: &'a str,
+    },
+    SetStock {
+        sku: &'a str,
+        location_id: &'a str,
+        on_hand: i64,
+    },
+    AdjustStock {
+        sku: &'a str,
+        location_id: &'a str,
+        delta: i64,
+    },
+    UpsertLocation(Option<LocationIn<'a>>),
+    ConfigureRegion(Option<RegionIn<'a>>),
+    Reconcile {
+        region: &'a str,
+        repair: bool,
+    },
+    ExpireReservations,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandIn<'a> {
+    pub client_id: &'a str,
+    pub command: Command<'a>,
+}
+
+/// One decoded `EngineBatch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch<'a> {
+    pub now_ms: i64,
+    pub commands: Vec<CommandIn<'a>>,
+    /// Lines of every create, referenced by range.
+    pub lines: Vec<LineIn<'a>>,
+    /// Items of every BatchCreateOrders, referenced by range.
+    pub creates: Vec<CreateIn<'a>>,
+}
+
+impl<'a> Batch<'a> {
+    pub fn lines_of(&self, create: &CreateIn<'a>) -> &[LineIn<'a>] {
+        &self.lines[create.lines.start as usize..create.lines.end as usize]
+    }
+}

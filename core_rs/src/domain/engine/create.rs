@@ -1,0 +1,334 @@
+//! Creates: idempotent replays, order-id collisions, allocation (one
+//! location, then line by line), backorders, and BatchCreateOrders.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn batch_create<'a, S: Sink>(
+        &mut self,
+        batch: &Batch<'a>,
+        client: &str,
+        items: &[CreateIn<'a>],
+        all_or_nothing: bool,
+        now: i64,
+        sink: &mut S,
+    ) -> Outcome<'a> {
+        let savepoint = all_or_nothing.then(|| (self.savepoint(), sink.mark()));
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            let mut v = Violations::default();
+            validate_create(&mut v, item, batch.lines_of(item));
+            let outcome = match v.into_result() {
+                Err(e) => CreateOutcome::Failed(e),
+                Ok(()) => self.create(batch, client, item, now, sink),
+            };
+            outcomes.push(outcome);
+        }
+        let failed = all_or_nothing
+            && outcomes.iter().any(|o| {
+                matches!(
+                    o,
+                    CreateOutcome::Failed(_) | CreateOutcome::Fresh(_, Status::Rejected)
+                )
+            });
+        if let (true, Some((sp, mark))) = (failed, savepoint) {
+            self.revert_to(sp);
+            sink.rollback_to(mark);
+        }
+        let results = items
+            .iter()
+            .zip(outcomes)
+            .map(|(item, outcome)| {
+                let result = match outcome {
+                    CreateOutcome::Failed(e) => Err(e),
+                    CreateOutcome::Fresh(_, Status::Rejected) if failed => Err(CommandError::new(
+                        CODE_FAILED_PRECONDITION,
+                        "INSUFFICIENT_STOCK",
+                        "insufficient stock".to_owned(),
+                    )),
+                    _ if failed => Err(CommandError::new(
+                        CODE_ABORTED,
+                        "BATCH_ABORTED",
+                        "not applied: another request of the batch failed".to_owned(),
+                    )),
+                    CreateOutcome::Fresh(key, _) | CreateOutcome::Replay(key) => Ok(key),
+                };
+                ItemResult {
+                    request_id: item.request_id,
+                    result,
+                }
+            })
+            .collect();
+        Outcome::BatchCreate(results)
+    }
+
+    /// A validated create: replay, collision, region check, allocation.
+    pub(super) fn create<S: Sink>(
+        &mut self,
+        batch: &Batch<'_>,
+        client: &str,
+        req: &CreateIn<'_>,
+        now: i64,
+        sink: &mut S,
+    ) -> CreateOutcome {
+        let lines = batch.lines_of(req);
+        let key = order_key(client, req.request_id);
+        if let Some(existing) = self.state.orders.get(&key) {
+            let st = &self.state;
+            if st.clients.name(existing.client) != client || existing.request_id() != req.request_id
+            {
+                return CreateOutcome::Failed(CommandError::new(
+                    CODE_ALREADY_EXISTS,
+                    "ORDER_ID_COLLISION",
+                    format!(
+                        "order id {} is already used by another request",
+                        format_order_id(key)
+                    ),
+                ));
+            }
+            return match first_body_difference(st, existing, req, lines) {
+                None => CreateOutcome::Replay(key),
+                Some(field) => CreateOutcome::Failed(CommandError::new(
+                    CODE_ALREADY_EXISTS,
+                    "REQUEST_ID_REUSED",
+                    format!(
+                        "request_id {} was already used with a different {field}",
+                        req.request_id
+                    ),
+                )),
+            };
+        }
+        let Some(region) = self
+            .state
+            .regions
+            .get(req.region)
+            .filter(|&r| self.state.region_row(r).is_some())
+        else {
+            return CreateOutcome::Failed(CommandError::region_not_found(req.region));
+        };
+        let first_line = req.lines.start as usize;
+        let status = self.allocate(region, lines, first_line, effective_policy(req.policy));
+        let region_row = self.state.region_row(region).copied();
+        let ttl_ms = region_row.map_or(DEFAULT_RESERVATION_TTL_SECONDS * 1000, |r| {
+            r.effective_ttl_ms()
+        });
+
+        // Reserve the plan (empty unless ALLOCATED / BACKORDERED).
+        let skus = std::mem::take(&mut self.scratch_skus);
+        let plan = std::mem::take(&mut self.scratch_plan);
+        for a in &plan {
+            let sku = skus[a.line as usize].unwrap_or_default();
+            self.write_stock(sku, a.loc, |c| c.reserved += a.quantity);
+        }
+
+        let client_id = self.state.clients.intern(client);
+        let mut text = String::with_capacity(req.request_id.len() + req.customer_id.len());
+        text.push_str(req.request_id);
+        text.push_str(req.customer_id);
+        let mut total: i64 = 0;
+        let order_lines: Vec<Line> = lines
+            .iter()
+            .zip(&skus)
+            .map(|(l, s)| {
+                total += l.quantity * l.unit_price_minor;
+                Line {
+                    sku: s.unwrap_or_default(),
+                    quantity: l.quantity,
+                    unit_price_minor: l.unit_price_minor,
+                }
+            })
+            .collect();
+        let currency = <[u8; 3]>::try_from(lines[0].currency.as_bytes()).unwrap_or(*b"XXX");
+        let queue_seq = if status == Status::Backordered {
+            self.state.next_queue_seq += 1;
+            self.state.next_queue_seq
+        } else {
+            0
+        };
+        let backorders: Vec<Backorder> = if status == Status::Backordered {
+            self.scratch_short.clone()
+        } else {
+            Vec::new()
+        };
+        let allocations: Vec<Allocation> = if status == Status::Rejected {
+            Vec::new()
+        } else {
+            plan.clone()
+        };
+        self.scratch_plan = plan;
+        self.log.changed_orders.push(key);
+        self.log.undo.push(Undo::Order(key, None));
+        let touch = self.fresh_touch(self.log.changed_orders.len());
+        let expire_ms = (status == Status::Allocated).then_some(now + ttl_ms);
+        let order = Order {
+            key,
+            client: client_id,
+            request_id_len: req.request_id.len() as u32,
+            text: text.into_boxed_str(),
+            region,
+            lines: order_lines,
+            currency,
+            policy: req.policy,
+            status,
+            version: 1,
+            allocations,
+            backorders,
+            total_minor: total,
+            create_ms: now,
+            update_ms: now,
+            expire_ms,
+            status_reason: if status == Status::Rejected {
+                StatusReason::InsufficientStock
+            } else {
+                StatusReason::None
+            },
+            queue_seq,
+            touch,
+        };
+        if let Some(at) = expire_ms {
+            self.expiry_add(at, key);
+        }
+        if status == Status::Backordered {
+            for b in &order.backorders {
+                let sku = skus[b.line as usize].unwrap_or_default();
+                self.queue_add(region, sku, (queue_seq, b.line), key);
+            }
+        }
+        self.scratch_skus = skus;
+        self.state.orders.insert(key, order);
+        if let Some(order) = self.state.orders.get(&key) {
+            sink.order_event(&self.state, order, now);
+        }
+        CreateOutcome::Fresh(key, status)
+    }
+
+    /// Decides the allocation of a new order without changing anything:
+    /// leaves the plan in `scratch_plan` (and the shortfalls of a
+    /// BACKORDERED order in `scratch_short`) and returns the status.
+    pub(super) fn allocate(
+        &mut self,
+        region: RegionId,
+        lines: &[LineIn<'_>],
+        first_line: usize,
+        policy: i32,
+    ) -> Status {
+        // Interned up front: the order stores its SKUs whatever the outcome.
+        let skus = &mut self.scratch_skus;
+        skus.clear();
+        for (i, line) in lines.iter().enumerate() {
+            let known = self.line_skus.get(first_line + i).copied().flatten();
+            skus.push(Some(match known {
+                Some(id) => id,
+                None => self.state.skus.intern(line.sku),
+            }));
+        }
+        let st = &self.state;
+        let plan = &mut self.scratch_plan;
+        plan.clear();
+        self.scratch_short.clear();
+        let available = |sku: Option<SkuId>, loc: LocId| -> i64 {
+            sku.map_or(0, |s| st.skus.value(s).available(loc))
+        };
+        let entry = st.regions.value(region);
+        let most_available = entry
+            .row
+            .is_some_and(|r| r.strategy == STRATEGY_MOST_AVAILABLE);
+
+        // 1. One location that fills every line.
+        let mut chosen: Option<(LocId, i64)> = None;
+        for &loc in &entry.ranked_locs {
+            let mut sum: i64 = 0;
+            let fills = lines.iter().zip(skus.iter()).all(|(line, &sku)| {
+                let a = available(sku, loc);
+                sum = sum.saturating_add(a);
+                a >= line.quantity
+            });
+            if !fills {
+                continue;
+            }
+            if !most_available {
+                chosen = Some((loc, sum));
+                break;
+            }
+            if chosen.map_or(true, |(_, best)| sum > best) {
+                chosen = Some((loc, sum));
+            }
+        }
+        if let Some((loc, _)) = chosen {
+            plan.extend(lines.iter().enumerate().map(|(i, l)| Allocation {
+                line: i as u32,
+                loc,
+                quantity: l.quantity,
+            }));
+            return Status::Allocated;
+        }
+        if policy != POLICY_SPLIT && policy != POLICY_BACKORDER {
+            return Status::Rejected;
+        }
+
+        // 2. Line by line across locations by priority.
+        for (i, (line, &sku)) in lines.iter().zip(skus.iter()).enumerate() {
+            let mut remaining = line.quantity;
+            for &loc in &entry.ranked_locs {
+                if remaining == 0 {
+                    break;
+                }
+                let a = available(sku, loc);
+                if a <= 0 {
+                    continue;
+                }
+                let take = remaining.min(a);
+                plan.push(Allocation {
+                    line: i as u32,
+                    loc,
+                    quantity: take,
+                });
+                remaining -= take;
+            }
+            if remaining > 0 {
+                self.scratch_short.push(Backorder {
+                    line: i as u32,
+                    quantity: remaining,
+                });
+            }
+        }
+        if self.scratch_short.is_empty() {
+            Status::Allocated
+        } else if policy == POLICY_BACKORDER {
+            Status::Backordered
+        } else {
+            plan.clear();
+            Status::Rejected
+        }
+    }
+}
+
+/// The first body field in which a replayed create differs from the stored
+/// order, in the order customer_id, region, lines, policy.
+fn first_body_difference(
+    st: &State,
+    order: &Order,
+    req: &CreateIn<'_>,
+    lines: &[LineIn<'_>],
+) -> Option<&'static str> {
+    if order.customer_id() != req.customer_id {
+        return Some("customer_id");
+    }
+    if st.regions.name(order.region) != req.region {
+        return Some("region");
+    }
+    let same_lines = order.lines.len() == lines.len()
+        && order.lines.iter().zip(lines).all(|(a, b)| {
+            st.skus.name(a.sku) == b.sku
+                && a.quantity == b.quantity
+                && a.unit_price_minor == b.unit_price_minor
+                && order.currency_str() == b.currency
+        });
+    if !same_lines {
+        return Some("lines");
+    }
+    if order.effective_policy() != effective_policy(req.policy) {
+        return Some("policy");
+    }
+    None
+}

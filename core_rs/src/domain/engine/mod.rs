@@ -1,0 +1,731 @@
+//! The state machine: applies a batch of commands, one after another, and
+//! keeps an undo log per pending batch (commit / rollback).
+//!
+//! This module holds the engine, the batch loop, the undo machinery and the
+//! command dispatch; the rules live in the submodules:
+//! [`create`] (idempotency, allocation, batch creates), [`validation`],
+//! [`transitions`] (confirm, ship, cancel, expiry, serving backorders),
+//! [`stock`] (stock, locations, regions) and [`reconcile`] (reconcile and
+//! invariant checks).
+
+mod create;
+mod reconcile;
+mod stock;
+mod transitions;
+mod validation;
+
+pub use reconcile::live_reservations;
+pub use validation::validate_create;
+
+use std::ops::Bound;
+
+use rustc_hash::FxHashMap;
+
+use super::command::{Batch, Command, CommandIn, CreateIn, LineIn, LocationIn, RegionIn};
+use super::error::{
+    CommandError, Violations, CODE_ABORTED, CODE_ALREADY_EXISTS, CODE_FAILED_PRECONDITION,
+};
+use super::hash_index::prefetch;
+use super::ids::{format_order_id, is_active_currency, name_hash, order_key, parse_order_id};
+use super::limits::*;
+use super::model::*;
+use super::undo::{BatchLog, Savepoint, Undo};
+
+/// Receives what a batch produces while it is applied. The codec implements
+/// it by encoding immediately, so an order is serialised once per change and
+/// those bytes serve as event payload, response and persisted row.
+pub trait Sink {
+    /// `order` has just changed (its `version` is the event's).
+    fn order_event(&mut self, state: &State, order: &Order, now_ms: i64);
+    /// A SetStock / AdjustStock / reconcile repair changed this row.
+    fn stock_event(
+        &mut self,
+        state: &State,
+        sku: SkuId,
+        cell: &StockCell,
+        reason: StockReason,
+        now_ms: i64,
+    );
+    /// The command is complete; `state` is the state right after it.
+    fn command_done(&mut self, state: &State, outcome: Outcome<'_>);
+    /// Opaque position for [`Sink::rollback_to`].
+    fn mark(&self) -> usize;
+    /// Forgets everything recorded after `mark` (ALL_OR_NOTHING abort).
+    fn rollback_to(&mut self, mark: usize);
+    /// The batch is complete: its changed rows are listed in `log`.
+    fn batch_done(&mut self, state: &State, log: &BatchLog);
+}
+
+/// The answer of one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    /// The response is the order as carried by the command's first order event.
+    OrderEvent,
+    /// A replayed create: the order as it is now, nothing changed.
+    Replay(OrderKey),
+    BatchCreate(Vec<ItemResult<'a>>),
+    Stock(SkuId, LocId),
+    Location(LocId),
+    Region(RegionId),
+    Reconcile(ReconcileReport),
+    Expired(i64),
+    Error(CommandError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemResult<'a> {
+    pub request_id: &'a str,
+    pub result: Result<OrderKey, CommandError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub sku: SkuId,
+    pub loc: LocId,
+    pub recorded_reserved: i64,
+    pub computed_reserved: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReconcileReport {
+    pub rows_checked: i64,
+    pub drifts: Vec<Drift>,
+    pub repaired: bool,
+}
+
+/// Misuse of commit / rollback / snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateError(pub String);
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+enum CreateOutcome {
+    Fresh(OrderKey, Status),
+    Replay(OrderKey),
+    Failed(CommandError),
+}
+
+/// The allocation engine of one inventory partition.
+#[derive(Debug, Default)]
+pub struct Engine {
+    pub state: State,
+    batch_seq: u64,
+    /// Monotonic touch epoch (never reset, not even by rollback), see [`Touch`].
+    epoch: u64,
+    log: BatchLog,
+    pending: Vec<BatchLog>,
+    /// Emptied buffers of earlier batches, reused by the next one.
+    spare: BatchLog,
+    scratch_skus: Vec<Option<SkuId>>,
+    scratch_plan: Vec<Allocation>,
+    scratch_short: Vec<Backorder>,
+    /// SKU of each line of the current batch, looked up ahead (see `warm`).
+    line_skus: Vec<Option<SkuId>>,
+    scratch_hashes: Vec<(usize, u64, Option<SkuId>)>,
+}
+
+/// Commands looked up ahead at a time (see [`Engine::warm`]).
+const WARM_AHEAD: usize = 16;
+
+impl Engine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An engine over an existing state (restore); the next batch is `batch_seq + 1`.
+    pub fn with_state(state: State, batch_seq: u64) -> Self {
+        Engine {
+            state,
+            batch_seq,
+            ..Self::default()
+        }
+    }
+
+    pub fn batch_seq(&self) -> u64 {
+        self.batch_seq
+    }
+
+    pub fn pending(&self) -> Vec<u64> {
+        self.pending.iter().map(|l| l.seq).collect()
+    }
+
+    /// Applies every command of `batch` in order and returns the batch's seq.
+    pub fn apply<S: Sink>(&mut self, batch: &Batch<'_>, sink: &mut S) -> u64 {
+        self.batch_seq += 1;
+        self.epoch += 1;
+        // Reuse the buffers of earlier batches: growing fresh ones every
+        // batch costs page faults on the hot path.
+        let mut spare = std::mem::take(&mut self.spare);
+        spare.seq = self.batch_seq;
+        spare.first_epoch = self.epoch;
+        spare.next_queue_seq_before = self.state.next_queue_seq;
+        self.log = spare;
+        self.line_skus.clear();
+        self.line_skus.resize(batch.lines.len(), None);
+        for (i, command) in batch.commands.iter().enumerate() {
+            if i % WARM_AHEAD == 0 {
+                let end = (i + WARM_AHEAD).min(batch.commands.len());
+                self.warm(batch, &batch.commands[i..end]);
+            }
+            let outcome = self.apply_command(batch, command, sink);
+            sink.command_done(&self.state, outcome);
+        }
+        sink.batch_done(&self.state, &self.log);
+        let mut log = std::mem::take(&mut self.log);
+        // Only the undo log is needed from now on; the rest is kept for the
+        // next batch.
+        self.spare.changed_orders = std::mem::take(&mut log.changed_orders);
+        self.spare.changed_stock = std::mem::take(&mut log.changed_stock);
+        self.spare.stock_values = std::mem::take(&mut log.stock_values);
+        self.spare.changed_locations = std::mem::take(&mut log.changed_locations);
+        self.spare.changed_regions = std::mem::take(&mut log.changed_regions);
+        self.spare.clear();
+        self.pending.push(log);
+        self.batch_seq
+    }
+
+    /// Batches up to and including `seq` are durable: forget their undo logs.
+    pub fn commit(&mut self, seq: u64) -> Result<(), StateError> {
+        if !self.pending.iter().any(|l| l.seq == seq) {
+            return Err(StateError(format!(
+                "cannot commit batch {seq}: not pending (pending: {:?})",
+                self.pending()
+            )));
+        }
+        let keep = self
+            .pending
+            .iter()
+            .position(|l| l.seq > seq)
+            .unwrap_or(self.pending.len());
+        for mut log in self.pending.drain(..keep) {
+            if log.undo.capacity() > self.spare.undo.capacity() {
+                log.undo.clear();
+                self.spare.undo = log.undo;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes batch `seq` and every later pending batch, newest first.
+    pub fn rollback(&mut self, seq: u64) -> Result<(), StateError> {
+        if !self.pending.iter().any(|l| l.seq == seq) {
+            return Err(StateError(format!(
+                "cannot roll back batch {seq}: not pending (pending: {:?})",
+                self.pending()
+            )));
+        }
+        while let Some(log) = self.pending.pop() {
+            let this = log.seq;
+            for op in log.undo.into_iter().rev() {
+                self.revert(op);
+            }
+            self.state.next_queue_seq = log.next_queue_seq_before;
+            self.batch_seq = this - 1;
+            if this == seq {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Looks up the SKUs, stock rows and order-index buckets the next
+    /// commands will need, in stages of prefetches. The state is far larger
+    /// than the caches; one order at a time, each lookup would be a chain of
+    /// dependent cache misses (bucket → entry → stock rows). Here the chains
+    /// of a few dozen lines advance side by side, so their misses overlap.
+    /// Only reads: a name not known yet is resolved when used.
+    fn warm(&mut self, batch: &Batch<'_>, commands: &[CommandIn<'_>]) {
+        let mut hashes = std::mem::take(&mut self.scratch_hashes);
+        hashes.clear();
+        // Stage 1: hash every SKU; prefetch its bucket and the order's bucket.
+        for c in commands {
+            let creates: &[CreateIn<'_>] = match &c.command {
+                Command::Create(req) => std::slice::from_ref(req),
+                Command::BatchCreate { requests, .. } => {
+                    &batch.creates[requests.start as usize..requests.end as usize]
+                }
+                _ => continue,
+            };
+            for req in creates {
+                self.state
+                    .orders
+                    .prefetch(&order_key(c.client_id, req.request_id));
+                for i in req.lines.start as usize..req.lines.end as usize {
+                    let hash = name_hash(batch.lines[i].sku);
+                    self.state.skus.prefetch_bucket(hash);
+                    hashes.push((i, hash, None));
+                }
+            }
+        }
+        // Stage 2: find the candidate entries, prefetch them.
+        for (_, hash, candidate) in hashes.iter_mut() {
+            *candidate = self.state.skus.prefetch_candidate(*hash);
+        }
+        // Stage 3: confirm the names, prefetch the SKUs' stock rows.
+        for &(line, _, candidate) in &hashes {
+            let Some(sku) = candidate.filter(|&s| self.state.skus.is(s, batch.lines[line].sku))
+            else {
+                continue;
+            };
+            self.line_skus[line] = Some(sku);
+            for cell in self.state.skus.value(sku).cells.iter().step_by(2) {
+                prefetch(cell);
+            }
+        }
+        self.scratch_hashes = hashes;
+    }
+
+    // ------------------------------------------------------------ undo
+
+    fn revert(&mut self, op: Undo) {
+        let st = &mut self.state;
+        match op {
+            Undo::Order(key, Some(prior)) => {
+                st.orders.insert(key, *prior);
+            }
+            Undo::Order(key, None) => {
+                st.orders.remove(&key);
+            }
+            Undo::Stock(sku, loc, prior) => {
+                let cells = &mut st.skus.value_mut(sku).cells;
+                let pos = cells.iter().position(|c| c.loc == loc);
+                match (pos, prior) {
+                    (Some(i), Some(p)) => cells[i] = p,
+                    (Some(i), None) => {
+                        cells.remove(i);
+                    }
+                    (None, Some(p)) => cells.push(p),
+                    (None, None) => {}
+                }
+            }
+            Undo::Location(loc, prior) => {
+                let current_region = st.location_row(loc).map(|r| r.region);
+                *st.locations.value_mut(loc) = prior;
+                if let Some(r) = prior.map(|p| p.region) {
+                    let ranked = &mut st.regions.value_mut(r).ranked_locs;
+                    if !ranked.contains(&loc) {
+                        ranked.push(loc);
+                    }
+                    st.rank_region_locations(r);
+                }
+                if let Some(r) = current_region {
+                    st.rank_region_locations(r);
+                }
+            }
+            Undo::Region(region, prior) => {
+                st.regions.value_mut(region).row = prior;
+            }
+            Undo::ExpiryAdded(at, key) => {
+                st.expiry.remove(&(at, key));
+            }
+            Undo::ExpiryRemoved(at, key) => {
+                st.expiry.insert((at, key));
+            }
+            Undo::QueueAdded(region, sku, pos) => {
+                if let Some(q) = st.queues.get_mut(&(region, sku)) {
+                    q.remove(&pos);
+                }
+            }
+            Undo::QueueRemoved(region, sku, pos, key) => {
+                st.queues.entry((region, sku)).or_default().insert(pos, key);
+            }
+        }
+    }
+
+    fn savepoint(&mut self) -> Savepoint {
+        // A new epoch makes every row touched from here on record its
+        // pre-savepoint image, even if the batch touched it before.
+        self.epoch += 1;
+        Savepoint {
+            undo_len: self.log.undo.len(),
+            changed_orders: self.log.changed_orders.len(),
+            changed_stock: self.log.changed_stock.len(),
+            changed_locations: self.log.changed_locations.len(),
+            changed_regions: self.log.changed_regions.len(),
+            next_queue_seq: self.state.next_queue_seq,
+        }
+    }
+
+    fn revert_to(&mut self, sp: Savepoint) {
+        while self.log.undo.len() > sp.undo_len {
+            if let Some(op) = self.log.undo.pop() {
+                self.revert(op);
+            }
+        }
+        self.log.changed_orders.truncate(sp.changed_orders);
+        self.log.changed_stock.truncate(sp.changed_stock);
+        self.log.stock_values.truncate(sp.changed_stock);
+        // Rows changed both before and after the savepoint are back to their
+        // pre-savepoint values: refresh the recorded latest values.
+        for (i, &(sku, loc)) in self.log.changed_stock.iter().enumerate() {
+            if let Some(cell) = self.state.skus.value(sku).cell(loc) {
+                self.log.stock_values[i] = *cell;
+            }
+        }
+        self.log.changed_locations.truncate(sp.changed_locations);
+        self.log.changed_regions.truncate(sp.changed_regions);
+        self.state.next_queue_seq = sp.next_queue_seq;
+    }
+
+    /// Decides whether a row with touch `t` needs an undo image now, and
+    /// where it sits in the changed list. Returns (record_undo, new touch,
+    /// needs a new changed-list entry).
+    fn touch_decision(&self, t: Touch, next_index: usize) -> (bool, Touch, bool) {
+        if t.epoch == self.epoch {
+            (false, t, false)
+        } else if t.epoch >= self.log.first_epoch {
+            (
+                true,
+                Touch {
+                    epoch: self.epoch,
+                    index: t.index,
+                },
+                false,
+            )
+        } else {
+            (
+                true,
+                Touch {
+                    epoch: self.epoch,
+                    index: next_index as u32,
+                },
+                true,
+            )
+        }
+    }
+
+    fn touch_order(&mut self, key: OrderKey) {
+        let Some(order) = self.state.orders.get(&key) else {
+            return;
+        };
+        let (record, touch, push) = self.touch_decision(order.touch, self.log.changed_orders.len());
+        if record {
+            self.log
+                .undo
+                .push(Undo::Order(key, Some(Box::new(order.clone()))));
+        }
+        if push {
+            self.log.changed_orders.push(key);
+        }
+        if let Some(order) = self.state.orders.get_mut(&key) {
+            order.touch = touch;
+        }
+    }
+
+    /// Changes one stock row (version + 1) and returns it after the change;
+    /// the batch log keeps the row's latest value for the output rows.
+    fn write_stock(
+        &mut self,
+        sku: SkuId,
+        loc: LocId,
+        change: impl FnOnce(&mut StockCell),
+    ) -> StockCell {
+        let cell = self.touch_stock(sku, loc);
+        change(cell);
+        cell.version += 1;
+        let after = *cell;
+        if let Some(v) = self.log.stock_values.get_mut(after.touch.index as usize) {
+            *v = after;
+        }
+        after
+    }
+
+    /// The stock row of (sku, loc), created at 0 if missing, ready to change.
+    fn touch_stock(&mut self, sku: SkuId, loc: LocId) -> &mut StockCell {
+        let pos = self
+            .state
+            .skus
+            .value(sku)
+            .cells
+            .iter()
+            .position(|c| c.loc == loc);
+        let index = match pos {
+            Some(i) => {
+                let cell = self.state.skus.value(sku).cells[i];
+                let (record, touch, push) =
+                    self.touch_decision(cell.touch, self.log.changed_stock.len());
+                if record {
+                    self.log.undo.push(Undo::Stock(sku, loc, Some(cell)));
+                }
+                if push {
+                    self.log.changed_stock.push((sku, loc));
+                    self.log.stock_values.push(cell);
+                }
+                self.state.skus.value_mut(sku).cells[i].touch = touch;
+                i
+            }
+            None => {
+                self.log.undo.push(Undo::Stock(sku, loc, None));
+                let touch = Touch {
+                    epoch: self.epoch,
+                    index: self.log.changed_stock.len() as u32,
+                };
+                self.log.changed_stock.push((sku, loc));
+                let cell = StockCell {
+                    on_hand: 0,
+                    reserved: 0,
+                    version: 0,
+                    touch,
+                    loc,
+                };
+                self.log.stock_values.push(cell);
+                let cells = &mut self.state.skus.value_mut(sku).cells;
+                cells.push(cell);
+                cells.len() - 1
+            }
+        };
+        &mut self.state.skus.value_mut(sku).cells[index]
+    }
+
+    fn touch_location(&mut self, loc: LocId) {
+        let prior = *self.state.locations.value(loc);
+        match prior {
+            Some(row) => {
+                let (record, touch, push) =
+                    self.touch_decision(row.touch, self.log.changed_locations.len());
+                if record {
+                    self.log.undo.push(Undo::Location(loc, prior));
+                }
+                if push {
+                    self.log.changed_locations.push(loc);
+                }
+                if let Some(r) = self.state.locations.value_mut(loc) {
+                    r.touch = touch;
+                }
+            }
+            None => {
+                self.log.undo.push(Undo::Location(loc, None));
+                self.log.changed_locations.push(loc);
+            }
+        }
+    }
+
+    fn touch_region(&mut self, region: RegionId) {
+        let prior = self.state.regions.value(region).row;
+        match prior {
+            Some(row) => {
+                let (record, touch, push) =
+                    self.touch_decision(row.touch, self.log.changed_regions.len());
+                if record {
+                    self.log.undo.push(Undo::Region(region, prior));
+                }
+                if push {
+                    self.log.changed_regions.push(region);
+                }
+                if let Some(r) = self.state.regions.value_mut(region).row.as_mut() {
+                    r.touch = touch;
+                }
+            }
+            None => {
+                self.log.undo.push(Undo::Region(region, None));
+                self.log.changed_regions.push(region);
+            }
+        }
+    }
+
+    /// Touch for a row created now (its changed-list index is the last one).
+    fn fresh_touch(&self, list_len_after_push: usize) -> Touch {
+        Touch {
+            epoch: self.epoch,
+            index: (list_len_after_push - 1) as u32,
+        }
+    }
+
+    fn expiry_add(&mut self, at: i64, key: OrderKey) {
+        self.state.expiry.insert((at, key));
+        self.log.undo.push(Undo::ExpiryAdded(at, key));
+    }
+
+    fn expiry_remove(&mut self, at: i64, key: OrderKey) {
+        if self.state.expiry.remove(&(at, key)) {
+            self.log.undo.push(Undo::ExpiryRemoved(at, key));
+        }
+    }
+
+    fn queue_add(&mut self, region: RegionId, sku: SkuId, pos: (u64, u32), key: OrderKey) {
+        self.state
+            .queues
+            .entry((region, sku))
+            .or_default()
+            .insert(pos, key);
+        self.log.undo.push(Undo::QueueAdded(region, sku, pos));
+    }
+
+    fn queue_remove(&mut self, region: RegionId, sku: SkuId, pos: (u64, u32)) {
+        if let Some(q) = self.state.queues.get_mut(&(region, sku)) {
+            if let Some(key) = q.remove(&pos) {
+                self.log
+                    .undo
+                    .push(Undo::QueueRemoved(region, sku, pos, key));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ commands
+
+    fn apply_command<'a, S: Sink>(
+        &mut self,
+        batch: &Batch<'a>,
+        command: &CommandIn<'a>,
+        sink: &mut S,
+    ) -> Outcome<'a> {
+        let now = batch.now_ms;
+        let client = command.client_id;
+        let mut v = Violations::default();
+        v.id("client_id", client, MAX_ID_LEN);
+        let result = match &command.command {
+            Command::Missing => {
+                v.add("command", "is required");
+                v.into_result().map(|_| Outcome::OrderEvent)
+            }
+            Command::Create(req) => {
+                validate_create(&mut v, req, batch.lines_of(req));
+                if let Err(e) = v.into_result() {
+                    Err(e)
+                } else {
+                    match self.create(batch, client, req, now, sink) {
+                        CreateOutcome::Fresh(..) => Ok(Outcome::OrderEvent),
+                        CreateOutcome::Replay(key) => Ok(Outcome::Replay(key)),
+                        CreateOutcome::Failed(e) => Err(e),
+                    }
+                }
+            }
+            Command::BatchCreate {
+                requests,
+                error_policy,
+            } => {
+                let count = (requests.end - requests.start) as usize;
+                if count > MAX_BATCH_CREATE {
+                    v.add("requests", format!("at most {MAX_BATCH_CREATE} requests"));
+                }
+                if !(0..=2).contains(error_policy) {
+                    v.add(
+                        "error_policy",
+                        format!("unknown error policy {error_policy}"),
+                    );
+                }
+                match v.into_result() {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let items = &batch.creates[requests.start as usize..requests.end as usize];
+                        Ok(self.batch_create(batch, client, items, *error_policy == 2, now, sink))
+                    }
+                }
+            }
+            Command::Cancel { order_id, reason } => {
+                v.id("order_id", order_id, MAX_ID_LEN);
+                if reason.len() > MAX_REASON_LEN {
+                    v.add("reason", format!("must be at most {MAX_REASON_LEN} bytes"));
+                }
+                v.into_result()
+                    .and_then(|_| self.cancel(order_id, reason, now, sink))
+                    .map(|_| Outcome::OrderEvent)
+            }
+            Command::Confirm { order_id } => {
+                v.id("order_id", order_id, MAX_ID_LEN);
+                v.into_result()
+                    .and_then(|_| self.confirm(order_id, now, sink))
+                    .map(|_| Outcome::OrderEvent)
+            }
+            Command::Ship { order_id } => {
+                v.id("order_id", order_id, MAX_ID_LEN);
+                v.into_result()
+                    .and_then(|_| self.ship(order_id, now, sink))
+                    .map(|_| Outcome::OrderEvent)
+            }
+            Command::SetStock {
+                sku,
+                location_id,
+                on_hand,
+            } => {
+                v.id("sku", sku, MAX_ID_LEN);
+                v.id("location_id", location_id, MAX_ID_LEN);
+                if !(0..=MAX_ON_HAND).contains(on_hand) {
+                    v.add("on_hand", format!("must be between 0 and {MAX_ON_HAND}"));
+                }
+                v.into_result()
+                    .and_then(|_| self.change_stock(sku, location_id, Some(*on_hand), 0, now, sink))
+            }
+            Command::AdjustStock {
+                sku,
+                location_id,
+                delta,
+            } => {
+                v.id("sku", sku, MAX_ID_LEN);
+                v.id("location_id", location_id, MAX_ID_LEN);
+                if !(-MAX_ON_HAND..=MAX_ON_HAND).contains(delta) {
+                    v.add(
+                        "delta",
+                        format!("must be between -{MAX_ON_HAND} and {MAX_ON_HAND}"),
+                    );
+                }
+                v.into_result()
+                    .and_then(|_| self.change_stock(sku, location_id, None, *delta, now, sink))
+            }
+            Command::UpsertLocation(location) => {
+                match location {
+                    None => v.add("location", "is required"),
+                    Some(l) => {
+                        v.id("location.location_id", l.location_id, MAX_ID_LEN);
+                        v.id("location.region", l.region, MAX_REGION_LEN);
+                        if !(0..=MAX_LOCATION_PRIORITY).contains(&l.priority) {
+                            v.add(
+                                "location.priority",
+                                format!("must be between 0 and {MAX_LOCATION_PRIORITY}"),
+                            );
+                        }
+                    }
+                }
+                match (v.into_result(), location) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Some(l)) => self.upsert_location(l),
+                    (Ok(()), None) => Err(CommandError::invalid(Vec::new())),
+                }
+            }
+            Command::ConfigureRegion(region) => {
+                match region {
+                    None => v.add("region", "is required"),
+                    Some(r) => {
+                        v.id("region.region", r.region, MAX_REGION_LEN);
+                        if !(0..=2).contains(&r.strategy) {
+                            v.add(
+                                "region.strategy",
+                                format!("unknown allocation strategy {}", r.strategy),
+                            );
+                        }
+                        if !(0..=MAX_RESERVATION_TTL_SECONDS).contains(&r.reservation_ttl_seconds) {
+                            v.add(
+                                "region.reservation_ttl_seconds",
+                                format!("must be between 0 and {MAX_RESERVATION_TTL_SECONDS}"),
+                            );
+                        }
+                    }
+                }
+                match (v.into_result(), region) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Some(r)) => Ok(self.configure_region(r)),
+                    (Ok(()), None) => Err(CommandError::invalid(Vec::new())),
+                }
+            }
+            Command::Reconcile { region, repair } => {
+                if !region.is_empty() {
+                    v.id("region", region, MAX_REGION_LEN);
+                }
+                v.into_result()
+                    .and_then(|_| self.reconcile(region, *repair, now, sink))
+            }
+            Command::ExpireReservations => v
+                .into_result()
+                .map(|_| Outcome::Expired(self.expire(now, sink))),
+        };
+        result.unwrap_or_else(Outcome::Error)
+    }
+}

@@ -1,0 +1,298 @@
+//! Order transitions (confirm, ship, cancel, expiry) and serving the FIFO
+//! backorder queues when stock is freed.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn find_order(&self, order_id: &str) -> Result<OrderKey, CommandError> {
+        parse_order_id(order_id)
+            .filter(|k| self.state.orders.contains_key(k))
+            .ok_or_else(|| CommandError::order_not_found(order_id))
+    }
+
+    pub(super) fn check_transition(
+        &self,
+        key: OrderKey,
+        verb: &str,
+        legal: &[Status],
+    ) -> Result<(), CommandError> {
+        let status = self.state.orders.get(&key).map(|o| o.status);
+        match status {
+            Some(s) if legal.contains(&s) => Ok(()),
+            Some(s) => Err(CommandError::new(
+                CODE_FAILED_PRECONDITION,
+                "ILLEGAL_TRANSITION",
+                format!("cannot {verb} an order in status {}", s.name()),
+            )),
+            None => Err(CommandError::order_not_found(&format_order_id(key))),
+        }
+    }
+
+    pub(super) fn emit_order<S: Sink>(&self, key: OrderKey, now: i64, sink: &mut S) {
+        if let Some(order) = self.state.orders.get(&key) {
+            sink.order_event(&self.state, order, now);
+        }
+    }
+
+    pub(super) fn confirm<S: Sink>(
+        &mut self,
+        order_id: &str,
+        now: i64,
+        sink: &mut S,
+    ) -> Result<(), CommandError> {
+        let key = self.find_order(order_id)?;
+        self.check_transition(key, "confirm", &[Status::Allocated])?;
+        self.touch_order(key);
+        let expire = self.state.orders.get(&key).and_then(|o| o.expire_ms);
+        if let Some(at) = expire {
+            self.expiry_remove(at, key);
+        }
+        if let Some(o) = self.state.orders.get_mut(&key) {
+            o.status = Status::Confirmed;
+            o.expire_ms = None;
+            o.version += 1;
+            o.update_ms = now;
+        }
+        self.emit_order(key, now, sink);
+        Ok(())
+    }
+
+    pub(super) fn ship<S: Sink>(
+        &mut self,
+        order_id: &str,
+        now: i64,
+        sink: &mut S,
+    ) -> Result<(), CommandError> {
+        let key = self.find_order(order_id)?;
+        self.check_transition(key, "ship", &[Status::Confirmed])?;
+        self.touch_order(key);
+        let (allocations, skus) = self.allocations_with_skus(key);
+        for (a, sku) in allocations.iter().zip(skus) {
+            self.write_stock(sku, a.loc, |c| {
+                c.on_hand -= a.quantity;
+                c.reserved -= a.quantity;
+            });
+        }
+        if let Some(o) = self.state.orders.get_mut(&key) {
+            o.status = Status::Shipped;
+            o.version += 1;
+            o.update_ms = now;
+        }
+        self.emit_order(key, now, sink);
+        Ok(())
+    }
+
+    pub(super) fn cancel<S: Sink>(
+        &mut self,
+        order_id: &str,
+        reason: &str,
+        now: i64,
+        sink: &mut S,
+    ) -> Result<(), CommandError> {
+        let key = self.find_order(order_id)?;
+        self.check_transition(
+            key,
+            "cancel",
+            &[Status::Allocated, Status::Backordered, Status::Confirmed],
+        )?;
+        let reason = if reason.is_empty() {
+            StatusReason::CancelledByClient
+        } else {
+            StatusReason::Custom(reason.into())
+        };
+        self.end_reservation(key, Status::Cancelled, reason, now, sink);
+        Ok(())
+    }
+
+    /// Cancel or expiry: leave the queues and the expiry index, release every
+    /// allocation, emit the event, then serve backorders from what was freed.
+    pub(super) fn end_reservation<S: Sink>(
+        &mut self,
+        key: OrderKey,
+        status: Status,
+        reason: StatusReason,
+        now: i64,
+        sink: &mut S,
+    ) {
+        self.touch_order(key);
+        let Some(order) = self.state.orders.get(&key) else {
+            return;
+        };
+        let (region, queue_seq, expire) = (order.region, order.queue_seq, order.expire_ms);
+        let queued: Vec<(u32, SkuId)> = order
+            .backorders
+            .iter()
+            .map(|b| (b.line, order.lines[b.line as usize].sku))
+            .collect();
+        if let Some(at) = expire {
+            self.expiry_remove(at, key);
+        }
+        for (line, sku) in queued {
+            self.queue_remove(region, sku, (queue_seq, line));
+        }
+        let (allocations, skus) = self.allocations_with_skus(key);
+        for (a, &sku) in allocations.iter().zip(&skus) {
+            self.write_stock(sku, a.loc, |c| c.reserved -= a.quantity);
+        }
+        if let Some(o) = self.state.orders.get_mut(&key) {
+            o.status = status;
+            o.status_reason = reason;
+            o.expire_ms = None;
+            o.version += 1;
+            o.update_ms = now;
+        }
+        self.emit_order(key, now, sink);
+        for (a, sku) in allocations.iter().zip(skus) {
+            self.serve_backorders(sku, a.loc, now, sink);
+        }
+    }
+
+    pub(super) fn allocations_with_skus(&self, key: OrderKey) -> (Vec<Allocation>, Vec<SkuId>) {
+        match self.state.orders.get(&key) {
+            Some(o) => (
+                o.allocations.clone(),
+                o.allocations
+                    .iter()
+                    .map(|a| o.lines[a.line as usize].sku)
+                    .collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    pub(super) fn expire<S: Sink>(&mut self, now: i64, sink: &mut S) -> i64 {
+        let due: Vec<(i64, OrderKey)> = self
+            .state
+            .expiry
+            .range(..=(now, OrderKey::MAX))
+            .copied()
+            .collect();
+        let mut expired = 0;
+        for (_, key) in due {
+            let live = self
+                .state
+                .orders
+                .get(&key)
+                .is_some_and(|o| o.status == Status::Allocated);
+            if !live {
+                continue;
+            }
+            self.end_reservation(
+                key,
+                Status::Expired,
+                StatusReason::ReservationExpired,
+                now,
+                sink,
+            );
+            expired += 1;
+        }
+        expired
+    }
+
+    /// Gives newly available stock of (sku, loc) to the region's FIFO queue
+    /// of backordered lines for that SKU.
+    pub(super) fn serve_backorders<S: Sink>(
+        &mut self,
+        sku: SkuId,
+        loc: LocId,
+        now: i64,
+        sink: &mut S,
+    ) {
+        let Some(region) = self.state.location_row(loc).map(|r| r.region) else {
+            return;
+        };
+        let mut served: Vec<OrderKey> = Vec::new();
+        let mut cursor: Option<(u64, u32)> = None;
+        loop {
+            let available = self.state.skus.value(sku).available(loc);
+            if available <= 0 {
+                break;
+            }
+            let next = self.state.queues.get(&(region, sku)).and_then(|q| {
+                let lower = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+                q.range((lower, Bound::Unbounded))
+                    .next()
+                    .map(|(&p, &k)| (p, k))
+            });
+            let Some((pos, key)) = next else {
+                break;
+            };
+            cursor = Some(pos);
+            let line = pos.1;
+            let missing = self
+                .state
+                .orders
+                .get(&key)
+                .and_then(|o| o.backorders.iter().find(|b| b.line == line))
+                .map_or(0, |b| b.quantity);
+            if missing <= 0 {
+                continue;
+            }
+            let take = missing.min(available);
+            self.touch_order(key);
+            let mut complete = false;
+            if let Some(o) = self.state.orders.get_mut(&key) {
+                add_allocation(&mut o.allocations, line, loc, take);
+                if let Some(i) = o.backorders.iter().position(|b| b.line == line) {
+                    o.backorders[i].quantity -= take;
+                    if o.backorders[i].quantity == 0 {
+                        o.backorders.remove(i);
+                        complete = true;
+                    }
+                }
+            }
+            if complete {
+                self.queue_remove(region, sku, pos);
+            }
+            self.write_stock(sku, loc, |c| c.reserved += take);
+            served.push(key);
+        }
+        let ttl_ms = self
+            .state
+            .region_row(region)
+            .map_or(DEFAULT_RESERVATION_TTL_SECONDS * 1000, |r| {
+                r.effective_ttl_ms()
+            });
+        for key in served {
+            let mut expire_at = None;
+            if let Some(o) = self.state.orders.get_mut(&key) {
+                o.version += 1;
+                o.update_ms = now;
+                if o.backorders.is_empty() {
+                    o.status = Status::Allocated;
+                    o.expire_ms = Some(now + ttl_ms);
+                    expire_at = o.expire_ms;
+                }
+            }
+            if let Some(at) = expire_at {
+                self.expiry_add(at, key);
+            }
+            self.emit_order(key, now, sink);
+        }
+    }
+}
+
+/// Adds `quantity` of `line` at `loc`: to the existing allocation of that line
+/// and location, else as a new one after the line's others (the list stays
+/// ordered by line index).
+fn add_allocation(allocations: &mut Vec<Allocation>, line: u32, loc: LocId, quantity: i64) {
+    if let Some(a) = allocations
+        .iter_mut()
+        .find(|a| a.line == line && a.loc == loc)
+    {
+        a.quantity += quantity;
+        return;
+    }
+    let at = allocations
+        .iter()
+        .position(|a| a.line > line)
+        .unwrap_or(allocations.len());
+    allocations.insert(
+        at,
+        Allocation {
+            line,
+            loc,
+            quantity,
+        },
+    );
+}

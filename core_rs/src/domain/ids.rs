@@ -1,0 +1,334 @@
+//! Identifiers: validation, order-id derivation, ISO 4217 codes and the
+//! string interner that turns SKU / location / region / client names into
+//! dense `u32` indexes.
+
+use std::sync::OnceLock;
+
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+use super::hash_index::{prefetch, HashIndex};
+
+/// The description of a violated identifier rule, or `None` when `value` is a
+/// valid identifier of at most `max_len` bytes.
+pub fn id_violation(value: &str, max_len: usize) -> Option<String> {
+    if value.is_empty() {
+        Some("is required".to_owned())
+    } else if value.len() > max_len {
+        Some(format!("must be at most {max_len} bytes"))
+    } else if !value.bytes().all(is_id_byte) {
+        Some("must contain only the characters [A-Za-z0-9._:-]".to_owned())
+    } else {
+        None
+    }
+}
+
+/// Identifier bytes `[A-Za-z0-9._:-]` as a lookup table.
+const ID_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-');
+        b += 1;
+    }
+    table
+};
+
+fn is_id_byte(b: u8) -> bool {
+    ID_BYTES[b as usize]
+}
+
+/// `xxh3_128(client_id ‖ 0x00 ‖ request_id)`, seed 0. The separator makes
+/// ("a", "bc") and ("ab", "c") different keys.
+pub fn order_key(client_id: &str, request_id: &str) -> u128 {
+    let mut buf = [0u8; 2 * 64 + 1];
+    let total = client_id.len() + 1 + request_id.len();
+    if total <= buf.len() {
+        buf[..client_id.len()].copy_from_slice(client_id.as_bytes());
+        buf[client_id.len()] = 0;
+        buf[client_id.len() + 1..total].copy_from_slice(request_id.as_bytes());
+        xxh3_128(&buf[..total])
+    } else {
+        let mut v = Vec::with_capacity(total);
+        v.extend_from_slice(client_id.as_bytes());
+        v.push(0);
+        v.extend_from_slice(request_id.as_bytes());
+        xxh3_128(&v)
+    }
+}
+
+/// Length of a formatted order id: "o-" + 32 hex digits.
+pub const ORDER_ID_LEN: usize = 34;
+
+/// Writes "o-" + the 32 lower-case hex digits of `key` (big-endian).
+pub fn write_order_id(key: u128, out: &mut [u8; ORDER_ID_LEN]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out[0] = b'o';
+    out[1] = b'-';
+    for i in 0..32 {
+        let nibble = (key >> (124 - 4 * i)) & 0xf;
+        out[2 + i] = HEX[nibble as usize];
+    }
+}
+
+pub fn format_order_id(key: u128) -> String {
+    let mut buf = [0u8; ORDER_ID_LEN];
+    write_order_id(key, &mut buf);
+    buf.iter().map(|&b| b as char).collect()
+}
+
+/// Parses an id produced by [`format_order_id`]; anything else is `None`
+/// (such an id cannot name an order of this engine).
+pub fn parse_order_id(id: &str) -> Option<u128> {
+    let hex = id.strip_prefix("o-")?;
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut key = 0u128;
+    for b in hex.bytes() {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        key = (key << 4) | u128::from(digit);
+    }
+    Some(key)
+}
+
+const ISO4217: &str = include_str!("../../data/iso4217.txt");
+
+/// Index of a three-letter upper-case code in 0..26^3.
+fn currency_index(code: &[u8]) -> Option<usize> {
+    match code {
+        [a, b, c] if code.iter().all(u8::is_ascii_uppercase) => {
+            Some(usize::from(a - b'A') * 676 + usize::from(b - b'A') * 26 + usize::from(c - b'A'))
+        }
+        _ => None,
+    }
+}
+
+/// One bit per possible code: membership is a shift and a mask.
+fn currencies() -> &'static [u64] {
+    static CODES: OnceLock<Vec<u64>> = OnceLock::new();
+    CODES.get_or_init(|| {
+        let mut bits = vec![0u64; 26 * 26 * 26 / 64 + 1];
+        for i in ISO4217
+            .lines()
+            .filter_map(|l| currency_index(l.trim().as_bytes()))
+        {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        bits
+    })
+}
+
+/// True for an active ISO 4217 alphabetic code listed in data/iso4217.txt.
+pub fn is_active_currency(code: &str) -> bool {
+    currency_index(code.as_bytes()).is_some_and(|i| currencies()[i / 64] & (1 << (i % 64)) != 0)
+}
+
+/// A name, stored inline when short (almost every id), so that comparing or
+/// reading it does not chase a pointer to another cache line.
+#[derive(Debug, Clone)]
+enum Name {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Heap(Box<str>),
+}
+
+const INLINE_NAME: usize = 30;
+
+impl Name {
+    fn new(s: &str) -> Name {
+        if s.len() <= INLINE_NAME {
+            let mut bytes = [0u8; INLINE_NAME];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Name::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            Name::Heap(s.into())
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Inline { len, bytes } => {
+                let used = &bytes[..usize::from(*len)];
+                // SAFETY: `used` is an exact copy of the bytes of a `&str`
+                // (see `Name::new`), so it is valid UTF-8. This is read for
+                // every name of every encoded order, where re-validating
+                // would cost more than the rest of the lookup.
+                unsafe { std::str::from_utf8_unchecked(used) }
+            }
+            Name::Heap(s) => s,
+        }
+    }
+}
+
+/// Maps names to dense indexes and keeps a value per name. Names are never
+/// forgotten (an index stays valid for the engine's lifetime), so undoing a
+/// batch only has to reset the values, never the indexes.
+#[derive(Debug, Clone, Default)]
+pub struct Interner<T> {
+    index: HashIndex,
+    entries: Vec<(Name, T)>,
+}
+
+/// The hash the interners use for names.
+pub fn name_hash(name: &str) -> u64 {
+    xxh3_64(name.as_bytes())
+}
+
+impl<T: Default> Interner<T> {
+    pub fn new() -> Self {
+        Self {
+            index: HashIndex::default(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.get_hashed(name, name_hash(name))
+    }
+
+    /// [`Interner::get`] with the hash already computed.
+    pub fn get_hashed(&self, name: &str, hash: u64) -> Option<u32> {
+        self.index
+            .find(hash, |i| self.entries[i as usize].0.as_str() == name)
+    }
+
+    pub fn intern(&mut self, name: &str) -> u32 {
+        let hash = name_hash(name);
+        if let Some(i) = self.get_hashed(name, hash) {
+            return i;
+        }
+        let index = u32::try_from(self.entries.len()).expect("fewer than 2^32 names");
+        self.entries.push((Name::new(name), T::default()));
+        let entries = &self.entries;
+        self.index
+            .insert(hash, index, |i| name_hash(entries[i as usize].0.as_str()));
+        index
+    }
+
+    /// Prefetch stage 1: the bucket of `hash`.
+    pub fn prefetch_bucket(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    /// Prefetch stage 2: the first entry whose tag matches (unconfirmed), prefetched.
+    pub fn prefetch_candidate(&self, hash: u64) -> Option<u32> {
+        let candidate = self.index.find(hash, |_| true)?;
+        prefetch(&self.entries[candidate as usize]);
+        Some(candidate)
+    }
+
+    /// Confirms a candidate of [`Interner::prefetch_candidate`].
+    pub fn is(&self, index: u32, name: &str) -> bool {
+        self.entries
+            .get(index as usize)
+            .is_some_and(|e| e.0.as_str() == name)
+    }
+
+    pub fn name(&self, index: u32) -> &str {
+        self.entries[index as usize].0.as_str()
+    }
+
+    pub fn value(&self, index: u32) -> &T {
+        &self.entries[index as usize].1
+    }
+
+    pub fn value_mut(&mut self, index: u32) -> &mut T {
+        &mut self.entries[index as usize].1
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &str, &T)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(i, (n, v))| (i as u32, n.as_str(), v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_id_round_trips_and_is_lowercase_big_endian() {
+        let key = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210u128;
+        let id = format_order_id(key);
+        assert_eq!(id, "o-0123456789abcdeffedcba9876543210");
+        assert_eq!(parse_order_id(&id), Some(key));
+        assert_eq!(parse_order_id("o-0123456789ABCDEFfedcba9876543210"), None);
+        assert_eq!(parse_order_id("x-0123456789abcdeffedcba9876543210"), None);
+        assert_eq!(parse_order_id("o-01"), None);
+    }
+
+    #[test]
+    fn order_key_matches_hashing_the_joined_bytes() {
+        assert_eq!(order_key("client", "req-1"), xxh3_128(b"client\x00req-1"));
+        let long = "a".repeat(100);
+        let mut joined = long.clone().into_bytes();
+        joined.push(0);
+        joined.extend_from_slice(long.as_bytes());
+        assert_eq!(order_key(&long, &long), xxh3_128(&joined));
+    }
+
+    #[test]
+    fn xxh3_128_of_empty_input_matches_the_reference_vector() {
+        // Published test vector of XXH3_128bits(empty, seed 0).
+        assert_eq!(
+            format!("{:032x}", xxh3_128(b"")),
+            "99aa06d3014798d86001c324468d497f"
+        );
+    }
+
+    #[test]
+    fn identifiers() {
+        assert_eq!(id_violation("abc-1.2_3:4", 64), None);
+        assert_eq!(id_violation("", 64).as_deref(), Some("is required"));
+        assert_eq!(
+            id_violation(&"a".repeat(65), 64).as_deref(),
+            Some("must be at most 64 bytes")
+        );
+        assert!(id_violation("a b", 64).is_some());
+        assert!(id_violation("é", 64).is_some());
+    }
+
+    #[test]
+    fn currencies_are_loaded() {
+        assert!(is_active_currency("USD"));
+        assert!(is_active_currency("EUR"));
+        assert!(is_active_currency("JPY"));
+        assert!(!is_active_currency("usd"));
+        assert!(!is_active_currency("XXX"));
+        assert!(!is_active_currency("US"));
+        let count: u32 = currencies().iter().map(|w| w.count_ones()).sum();
+        assert!(count > 150);
+    }
+
+    #[test]
+    fn interner_is_dense_and_stable() {
+        let mut names: Interner<u8> = Interner::new();
+        assert_eq!(names.intern("b"), 0);
+        assert_eq!(names.intern("a"), 1);
+        assert_eq!(names.intern("b"), 0);
+        assert_eq!(names.get("a"), Some(1));
+        assert_eq!(names.get("c"), None);
+        assert_eq!(names.name(1), "a");
+        let long = "x".repeat(200);
+        let i = names.intern(&long);
+        assert_eq!(names.name(i), long);
+        assert_eq!(names.get(&long), Some(i));
+    }
+}

@@ -1,0 +1,472 @@
+//! The engine's state: regions, locations, stock rows and orders, with the
+//! derived indexes (region location ranking, backorder queues, expiry index).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
+
+use super::hash_index::HashIndex;
+use super::ids::Interner;
+
+pub type SkuId = u32;
+pub type LocId = u32;
+pub type RegionId = u32;
+pub type ClientId = u32;
+/// The 128-bit value behind an order id ("o-" + hex).
+pub type OrderKey = u128;
+
+/// `orders.v1.OrderStatus`, same numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum Status {
+    Allocated = 1,
+    Backordered = 2,
+    Rejected = 3,
+    Confirmed = 4,
+    Shipped = 5,
+    Cancelled = 6,
+    Expired = 7,
+}
+
+impl Status {
+    pub fn from_i32(v: i32) -> Option<Status> {
+        Some(match v {
+            1 => Status::Allocated,
+            2 => Status::Backordered,
+            3 => Status::Rejected,
+            4 => Status::Confirmed,
+            5 => Status::Shipped,
+            6 => Status::Cancelled,
+            7 => Status::Expired,
+            _ => return None,
+        })
+    }
+
+    /// The name used in error messages ("cannot ship an order in status ALLOCATED").
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Allocated => "ALLOCATED",
+            Status::Backordered => "BACKORDERED",
+            Status::Rejected => "REJECTED",
+            Status::Confirmed => "CONFIRMED",
+            Status::Shipped => "SHIPPED",
+            Status::Cancelled => "CANCELLED",
+            Status::Expired => "EXPIRED",
+        }
+    }
+
+    /// Live orders hold reservations and may still change.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            Status::Allocated | Status::Backordered | Status::Confirmed
+        )
+    }
+
+    /// The event type (`orders.v1.OrderEventType`) of entering this status;
+    /// same numbers as the status.
+    pub fn event_subject(self) -> &'static str {
+        match self {
+            Status::Allocated => "orders.v1.allocated",
+            Status::Backordered => "orders.v1.backordered",
+            Status::Rejected => "orders.v1.rejected",
+            Status::Confirmed => "orders.v1.confirmed",
+            Status::Shipped => "orders.v1.shipped",
+            Status::Cancelled => "orders.v1.cancelled",
+            Status::Expired => "orders.v1.expired",
+        }
+    }
+}
+
+pub const POLICY_UNSPECIFIED: i32 = 0;
+pub const POLICY_SINGLE_LOCATION: i32 = 1;
+pub const POLICY_SPLIT: i32 = 2;
+pub const POLICY_BACKORDER: i32 = 3;
+
+pub const STRATEGY_UNSPECIFIED: i32 = 0;
+pub const STRATEGY_PRIORITY: i32 = 1;
+pub const STRATEGY_MOST_AVAILABLE: i32 = 2;
+
+/// `orders.v1.StockEventReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum StockReason {
+    Set = 1,
+    Adjusted = 2,
+    Reconciled = 3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    pub sku: SkuId,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+/// Stock of one line reserved at one location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation {
+    pub line: u32,
+    pub loc: LocId,
+    pub quantity: i64,
+}
+
+/// Quantity of one line still waiting for stock (always > 0 while listed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backorder {
+    pub line: u32,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusReason {
+    None,
+    InsufficientStock,
+    CancelledByClient,
+    ReservationExpired,
+    Custom(Box<str>),
+}
+
+impl StatusReason {
+    pub fn as_str(&self) -> &str {
+        match self {
+            StatusReason::None => "",
+            StatusReason::InsufficientStock => "INSUFFICIENT_STOCK",
+            StatusReason::CancelledByClient => "CANCELLED_BY_CLIENT",
+            StatusReason::ReservationExpired => "RESERVATION_EXPIRED",
+            StatusReason::Custom(s) => s,
+        }
+    }
+}
+
+/// Where a row was last touched: the batch and its position in that batch's
+/// changed-rows list. Lets a batch record each row's undo image and output
+/// row once, without a per-batch hash set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Touch {
+    pub epoch: u64,
+    pub index: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub key: OrderKey,
+    pub client: ClientId,
+    /// request_id followed by customer_id (one allocation for both).
+    pub text: Box<str>,
+    pub request_id_len: u32,
+    pub region: RegionId,
+    pub lines: Vec<Line>,
+    pub currency: [u8; 3],
+    /// As sent by the client (UNSPECIFIED is kept, and means SINGLE_LOCATION).
+    pub policy: i32,
+    pub status: Status,
+    pub version: i64,
+    /// By line index, then in the order taken.
+    pub allocations: Vec<Allocation>,
+    /// By line index.
+    pub backorders: Vec<Backorder>,
+    pub total_minor: i64,
+    pub create_ms: i64,
+    pub update_ms: i64,
+    pub expire_ms: Option<i64>,
+    pub status_reason: StatusReason,
+    /// Position in the backorder queues (orders queued earlier have smaller numbers).
+    pub queue_seq: u64,
+    pub touch: Touch,
+}
+
+impl Order {
+    pub fn request_id(&self) -> &str {
+        &self.text[..self.request_id_len as usize]
+    }
+    pub fn customer_id(&self) -> &str {
+        &self.text[self.request_id_len as usize..]
+    }
+    pub fn currency_str(&self) -> &str {
+        std::str::from_utf8(&self.currency).unwrap_or("")
+    }
+    /// `policy` with UNSPECIFIED read as SINGLE_LOCATION.
+    pub fn effective_policy(&self) -> i32 {
+        effective_policy(self.policy)
+    }
+}
+
+pub fn effective_policy(policy: i32) -> i32 {
+    if policy == POLICY_UNSPECIFIED {
+        POLICY_SINGLE_LOCATION
+    } else {
+        policy
+    }
+}
+
+/// One (sku, location) stock row, stored in its SKU's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockCell {
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub version: i64,
+    pub touch: Touch,
+    pub loc: LocId,
+}
+
+impl StockCell {
+    pub fn available(&self) -> i64 {
+        self.on_hand - self.reserved
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SkuEntry {
+    /// Rows of this SKU, in creation order (a SKU has a few locations).
+    pub cells: Vec<StockCell>,
+}
+
+impl SkuEntry {
+    pub fn cell(&self, loc: LocId) -> Option<&StockCell> {
+        self.cells.iter().find(|c| c.loc == loc)
+    }
+    pub fn cell_mut(&mut self, loc: LocId) -> Option<&mut StockCell> {
+        self.cells.iter_mut().find(|c| c.loc == loc)
+    }
+    pub fn available(&self, loc: LocId) -> i64 {
+        self.cell(loc).map_or(0, StockCell::available)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocationRow {
+    pub region: RegionId,
+    pub priority: i32,
+    pub touch: Touch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionRow {
+    pub strategy: i32,
+    /// As configured; 0 means DEFAULT_RESERVATION_TTL_SECONDS.
+    pub ttl_seconds: i64,
+    pub touch: Touch,
+}
+
+impl RegionRow {
+    pub fn effective_ttl_ms(&self) -> i64 {
+        let ttl = if self.ttl_seconds == 0 {
+            super::limits::DEFAULT_RESERVATION_TTL_SECONDS
+        } else {
+            self.ttl_seconds
+        };
+        ttl * 1000
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RegionEntry {
+    pub row: Option<RegionRow>,
+    /// The region's locations ranked by (priority, location_id).
+    pub ranked_locs: Vec<LocId>,
+}
+
+/// Backorder queue of one (region, sku): (queue_seq, line index) → order.
+pub type Queue = BTreeMap<(u64, u32), OrderKey>;
+
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub skus: Interner<SkuEntry>,
+    pub locations: Interner<Option<LocationRow>>,
+    pub regions: Interner<RegionEntry>,
+    pub clients: Interner<()>,
+    pub orders: OrderStore,
+    /// ALLOCATED orders by (expire_time, order id).
+    pub expiry: BTreeSet<(i64, OrderKey)>,
+    pub queues: FxHashMap<(RegionId, SkuId), Queue>,
+    pub next_queue_seq: u64,
+}
+
+impl State {
+    pub fn region_row(&self, region: RegionId) -> Option<&RegionRow> {
+        self.regions.value(region).row.as_ref()
+    }
+
+    pub fn location_row(&self, loc: LocId) -> Option<&LocationRow> {
+        self.locations.value(loc).as_ref()
+    }
+
+    /// Re-ranks a region's locations by (priority, location_id).
+    pub fn rank_region_locations(&mut self, region: RegionId) {
+        let mut locs = std::mem::take(&mut self.regions.value_mut(region).ranked_locs);
+        let locations = &self.locations;
+        locs.retain(|&l| locations.value(l).is_some_and(|r| r.region == region));
+        locs.sort_by(|&a, &b| {
+            let pa = locations.value(a).map_or(0, |r| r.priority);
+            let pb = locations.value(b).map_or(0, |r| r.priority);
+            pa.cmp(&pb)
+                .then_with(|| locations.name(a).cmp(locations.name(b)))
+        });
+        locs.dedup();
+        self.regions.value_mut(region).ranked_locs = locs;
+    }
+}
+
+/// Orders in a chunked slab plus a key → slot index: lookups touch a small
+/// table, and growth never moves orders (chunks are allocated once, full size).
+#[derive(Debug, Clone, Default)]
+pub struct OrderStore {
+    index: HashIndex,
+    chunks: Vec<Vec<Order>>,
+    len: usize,
+}
+
+const CHUNK_BITS: u32 = 14;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+fn split(slot: u32) -> (usize, usize) {
+    ((slot >> CHUNK_BITS) as usize, slot as usize & (CHUNK - 1))
+}
+
+/// Order keys are already uniform hashes: the index uses their low half.
+fn key_hash(key: &OrderKey) -> u64 {
+    *key as u64
+}
+
+impl OrderStore {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn slot(&self, slot: u32) -> &Order {
+        let (c, i) = split(slot);
+        &self.chunks[c][i]
+    }
+
+    fn slot_mut(&mut self, slot: u32) -> &mut Order {
+        let (c, i) = split(slot);
+        &mut self.chunks[c][i]
+    }
+
+    fn find(&self, key: &OrderKey) -> Option<u32> {
+        self.index.find(key_hash(key), |s| self.slot(s).key == *key)
+    }
+
+    /// Hints the CPU to load the index bucket of `key` (see `Engine::warm`).
+    pub fn prefetch(&self, key: &OrderKey) {
+        self.index.prefetch(key_hash(key));
+    }
+
+    pub fn get(&self, key: &OrderKey) -> Option<&Order> {
+        self.find(key).map(|s| self.slot(s))
+    }
+
+    pub fn get_mut(&mut self, key: &OrderKey) -> Option<&mut Order> {
+        let slot = self.find(key)?;
+        Some(self.slot_mut(slot))
+    }
+
+    pub fn contains_key(&self, key: &OrderKey) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// Inserts or replaces; returns the replaced order.
+    pub fn insert(&mut self, key: OrderKey, order: Order) -> Option<Order> {
+        if let Some(slot) = self.find(&key) {
+            return Some(std::mem::replace(self.slot_mut(slot), order));
+        }
+        if self.chunks.last().map_or(true, |c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let slot = u32::try_from(self.len).expect("fewer than 2^32 orders");
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(order);
+        }
+        self.len += 1;
+        let chunks = &self.chunks;
+        self.index.insert(key_hash(&key), slot, |s| {
+            let (c, i) = split(s);
+            key_hash(&chunks[c][i].key)
+        });
+        None
+    }
+
+    /// Removes `key`; the last order moves into its slot.
+    pub fn remove(&mut self, key: &OrderKey) -> Option<Order> {
+        let slot = self.find(key)?;
+        let chunks = &self.chunks;
+        self.index.remove(key_hash(key), slot, |s| {
+            let (c, i) = split(s);
+            key_hash(&chunks[c][i].key)
+        });
+        let last = self.chunks.last_mut()?.pop()?;
+        if self.chunks.last().is_some_and(Vec::is_empty) {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        if slot as usize == self.len {
+            return Some(last);
+        }
+        let moved = last.key;
+        let removed = std::mem::replace(self.slot_mut(slot), last);
+        self.index.replace(key_hash(&moved), self.len as u32, slot);
+        Some(removed)
+    }
+
+    /// In storage order (not meaningful: sort before output).
+    pub fn values(&self) -> impl Iterator<Item = &Order> {
+        self.chunks.iter().flatten()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&OrderKey, &Order)> {
+        self.values().map(|o| (&o.key, o))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(key: OrderKey) -> Order {
+        Order {
+            key,
+            client: 0,
+            text: "".into(),
+            request_id_len: 0,
+            region: 0,
+            lines: Vec::new(),
+            currency: *b"EUR",
+            policy: 0,
+            status: Status::Allocated,
+            version: 1,
+            allocations: Vec::new(),
+            backorders: Vec::new(),
+            total_minor: 0,
+            create_ms: 0,
+            update_ms: 0,
+            expire_ms: None,
+            status_reason: StatusReason::None,
+            queue_seq: 0,
+            touch: Touch::default(),
+        }
+    }
+
+    #[test]
+    fn order_store_inserts_replaces_and_removes_across_chunks() {
+        let mut store = OrderStore::default();
+        let n = CHUNK as u128 + 10;
+        for k in 0..n {
+            assert!(store.insert(k, order(k)).is_none());
+        }
+        assert_eq!(store.len(), n as usize);
+        assert!(store.insert(5, order(5)).is_some());
+        assert_eq!(store.remove(&3).map(|o| o.key), Some(3));
+        assert_eq!(store.get(&(n - 1)).map(|o| o.key), Some(n - 1));
+        assert!(store.get(&3).is_none());
+        for k in (0..n).filter(|&k| k != 3) {
+            assert_eq!(store.remove(&k).map(|o| o.key), Some(k));
+        }
+        assert!(store.is_empty());
+        assert_eq!(store.values().count(), 0);
+    }
+}

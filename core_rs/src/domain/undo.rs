@@ -1,0 +1,60 @@
+//! The per-batch undo log. Every mutation of the state records how to revert
+//! it, so a pending batch can be rolled back exactly (pipelined commits), and
+//! an ALL_OR_NOTHING batch create can be reverted to a savepoint.
+
+use super::model::{LocId, LocationRow, Order, OrderKey, RegionId, RegionRow, SkuId, StockCell};
+
+#[derive(Debug, Clone)]
+pub enum Undo {
+    /// The order as it was before its first change since the last savepoint
+    /// (`None`: it did not exist).
+    Order(OrderKey, Option<Box<Order>>),
+    Stock(SkuId, LocId, Option<StockCell>),
+    Location(LocId, Option<LocationRow>),
+    Region(RegionId, Option<RegionRow>),
+    ExpiryAdded(i64, OrderKey),
+    ExpiryRemoved(i64, OrderKey),
+    QueueAdded(RegionId, SkuId, (u64, u32)),
+    QueueRemoved(RegionId, SkuId, (u64, u32), OrderKey),
+}
+
+/// What one batch changed: its undo log and the rows it touched, in
+/// first-touch order.
+#[derive(Debug, Clone, Default)]
+pub struct BatchLog {
+    pub seq: u64,
+    /// Touch epoch of the batch's start: rows touched at this epoch or later
+    /// are already in the changed lists.
+    pub first_epoch: u64,
+    pub undo: Vec<Undo>,
+    pub next_queue_seq_before: u64,
+    pub changed_orders: Vec<OrderKey>,
+    pub changed_stock: Vec<(SkuId, LocId)>,
+    /// Latest value of each row of `changed_stock` (same index).
+    pub stock_values: Vec<StockCell>,
+    pub changed_locations: Vec<LocId>,
+    pub changed_regions: Vec<RegionId>,
+}
+
+impl BatchLog {
+    /// Empties every list, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.undo.clear();
+        self.changed_orders.clear();
+        self.changed_stock.clear();
+        self.stock_values.clear();
+        self.changed_locations.clear();
+        self.changed_regions.clear();
+    }
+}
+
+/// A point inside a batch to which it can be reverted.
+#[derive(Debug, Clone, Copy)]
+pub struct Savepoint {
+    pub undo_len: usize,
+    pub changed_orders: usize,
+    pub changed_stock: usize,
+    pub changed_locations: usize,
+    pub changed_regions: usize,
+    pub next_queue_seq: u64,
+}
