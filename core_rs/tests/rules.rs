@@ -188,6 +188,36 @@ fn invalid_requests_change_nothing_and_are_not_stored() {
     assert_eq!(o.version, 1);
 }
 
+#[test]
+fn a_malformed_command_fails_alone_and_the_rest_of_the_batch_applies() {
+    let mut h = Harness::new();
+    two_locations(&mut h, PRIORITY);
+    let good = create("r1", "eu", &[("sku-1", 1)], 0).encode_to_vec();
+    // A command whose create_order field holds bytes that are not a message.
+    let mut garbage = Vec::new();
+    prost::encoding::string::encode(1, &CLIENT.to_string(), &mut garbage);
+    prost::encoding::bytes::encode(10, &vec![0xffu8, 0xff, 0xff, 0xff, 0x0f], &mut garbage);
+    let mut batch = Vec::new();
+    prost::encoding::int64::encode(1, &h.now, &mut batch);
+    for command in [&good, &garbage, &good] {
+        prost::encoding::bytes::encode(2, command, &mut batch);
+    }
+    let out = _engine::codec::apply(&mut h.engine, &batch).expect("the framing is valid");
+    let result: epb::EngineBatchResult = canonical(&out.encode());
+    assert_eq!(
+        result.results.iter().map(|r| r.code).collect::<Vec<_>>(),
+        vec![0, 3, 0]
+    );
+    let error = result.results[1].error.clone().expect("error");
+    assert_eq!(error.field_violations[0].field, "request");
+    assert!(
+        result.results[2].replayed,
+        "the third command replays the first"
+    );
+    // Broken framing is still a decode error for the whole batch.
+    assert!(_engine::codec::apply(&mut h.engine, &batch[..batch.len() - 3]).is_err());
+}
+
 // ------------------------------------------------------------ allocation
 
 #[test]

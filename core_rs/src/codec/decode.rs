@@ -30,10 +30,61 @@ pub fn decode_batch<'a>(
     if let Ok(batch) = fast::batch(bytes) {
         return Ok(batch);
     }
-    let decoded = epb::EngineBatch::decode(bytes)
-        .map_err(|e| DecodeError(format!("invalid EngineBatch: {e}")))?;
-    let decoded: &'a epb::EngineBatch = storage.insert(decoded);
-    Ok(from_prost(decoded))
+    match epb::EngineBatch::decode(bytes) {
+        Ok(decoded) => {
+            let decoded: &'a epb::EngineBatch = storage.insert(decoded);
+            Ok(from_prost(decoded))
+        }
+        Err(whole) => salvage(bytes, storage)
+            .ok_or_else(|| DecodeError(format!("invalid EngineBatch: {whole}"))),
+    }
+}
+
+/// A batch whose framing is sound but some of whose commands are not valid
+/// messages: the service splices callers' request bytes into the batch
+/// without decoding them, so one caller's garbage must fail only that
+/// caller's command. Decodes command by command; a command that does not
+/// decode becomes [`Command::Malformed`]. `None` if the framing itself is
+/// broken.
+fn salvage<'a>(bytes: &'a [u8], storage: &'a mut Option<epb::EngineBatch>) -> Option<Batch<'a>> {
+    use prost::encoding::decode_varint;
+    const WIRE_VARINT: u64 = 0;
+    const WIRE_LEN: u64 = 2;
+    let mut rest = bytes;
+    let mut now_unix_ms = 0i64;
+    let mut commands = Vec::new();
+    let mut malformed = Vec::new();
+    while !rest.is_empty() {
+        let key = decode_varint(&mut rest).ok()?;
+        match (key >> 3, key & 7) {
+            (1, WIRE_VARINT) => now_unix_ms = decode_varint(&mut rest).ok()? as i64,
+            (2, WIRE_LEN) => {
+                let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
+                if len > rest.len() {
+                    return None;
+                }
+                let (command, tail) = rest.split_at(len);
+                rest = tail;
+                match epb::EngineCommand::decode(command) {
+                    Ok(decoded) => commands.push(decoded),
+                    Err(_) => {
+                        malformed.push(commands.len());
+                        commands.push(epb::EngineCommand::default());
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+    let decoded: &'a epb::EngineBatch = storage.insert(epb::EngineBatch {
+        now_unix_ms,
+        commands,
+    });
+    let mut batch = from_prost(decoded);
+    for index in malformed {
+        batch.commands[index].command = Command::Malformed;
+    }
+    Some(batch)
 }
 
 /// Borrows a prost-decoded batch as domain commands.

@@ -372,6 +372,31 @@ impl BatchOutput {
         for o in &self.order_rows {
             put_message(&mut out, 3, self.bytes(&o.order));
         }
+        self.put_changed_rows(&mut out);
+        for e in &self.events {
+            self.put_envelope(&mut out, 7, e);
+        }
+        out
+    }
+
+    /// `JournalEntry { batch_seq, events, changed_stock, changed_locations,
+    /// changed_regions }`: the outbox and redo log of the batch. Orders are
+    /// not repeated: every changed order's final state is in its last event.
+    /// (`write_time_us`, field 3, is appended by the service.)
+    pub fn journal(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_int(&mut out, 1, self.batch_seq as i64);
+        for e in &self.events {
+            self.put_envelope(&mut out, 2, e);
+        }
+        self.put_changed_rows(&mut out);
+        out
+    }
+
+    /// Fields 4, 5 and 6 — `changed_stock`, `changed_locations`,
+    /// `changed_regions` — which have the same numbers in `EngineBatchResult`
+    /// and in `JournalEntry`.
+    fn put_changed_rows(&self, out: &mut Vec<u8>) {
         let mut level = Vec::new();
         for s in &self.stock_rows {
             level.clear();
@@ -388,28 +413,14 @@ impl BatchOutput {
                 self.text(&s.location_id),
                 &cell,
             );
-            put_message(&mut out, 4, &level);
+            put_message(out, 4, &level);
         }
         for l in &self.location_rows {
-            put_message(&mut out, 5, self.bytes(l));
+            put_message(out, 5, self.bytes(l));
         }
         for g in &self.region_rows {
-            put_message(&mut out, 6, self.bytes(g));
+            put_message(out, 6, self.bytes(g));
         }
-        for e in &self.events {
-            self.put_envelope(&mut out, 7, e);
-        }
-        out
-    }
-
-    /// `JournalEntry { batch_seq, events }`.
-    pub fn journal(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_int(&mut out, 1, self.batch_seq as i64);
-        for e in &self.events {
-            self.put_envelope(&mut out, 2, e);
-        }
-        out
     }
 
     fn put_envelope(&self, out: &mut Vec<u8>, field: u32, e: &EventRec) {

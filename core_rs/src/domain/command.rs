@@ -39,6 +39,9 @@ pub struct RegionIn<'a> {
 pub enum Command<'a> {
     /// The `command` oneof was not set.
     Missing,
+    /// The command's bytes are not a valid message (a caller sent garbage
+    /// that the service spliced in without decoding it).
+    Malformed,
     Create(CreateIn<'a>),
     BatchCreate {
         /// Indexes into [`Batch::creates`].

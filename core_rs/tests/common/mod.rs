@@ -99,6 +99,11 @@ impl Harness {
         }
         let journal: epb::JournalEntry = canonical(&out.journal());
         assert_eq!(journal.events, result.events);
+        // The journal is also the redo log: every changed row except orders
+        // (whose final state is in their last event).
+        assert_eq!(journal.changed_stock, result.changed_stock);
+        assert_eq!(journal.changed_locations, result.changed_locations);
+        assert_eq!(journal.changed_regions, result.changed_regions);
         self.last = Some(out);
         result
     }

@@ -580,8 +580,14 @@ impl Engine {
         let now = batch.now_ms;
         let client = command.client_id;
         let mut v = Violations::default();
-        v.id("client_id", client, MAX_ID_LEN);
+        if command.command == Command::Malformed {
+            // Nothing inside can be trusted, the client id included.
+            v.add("request", "is not a valid protobuf message");
+        } else {
+            v.id("client_id", client, MAX_ID_LEN);
+        }
         let result = match &command.command {
+            Command::Malformed => v.into_result().map(|_| Outcome::OrderEvent),
             Command::Missing => {
                 v.add("command", "is required");
                 v.into_result().map(|_| Outcome::OrderEvent)
