@@ -137,7 +137,7 @@ class Outbox:
                 await self._publisher.publish(events)
                 last_seq = batches[-1][0]
                 await self._store.set_watermark(PUBLISHED_WATERMARK, last_seq)
-            except Exception as exc:  # noqa: BLE001 - the outbox must outlive any failure
+            except Exception as exc:  # the outbox must outlive any failure
                 # BrokerUnavailable / StoreUnavailable are expected; anything else is a bug,
                 # logged with its traceback, and retried like an outage rather than
                 # silently ending publication.
