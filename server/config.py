@@ -68,6 +68,58 @@ class Settings:
         return {token.strip(): client.strip() for token, client in pairs}
 
 
+class ConfigError(ValueError):
+    """A setting is out of range; the message names the flag and the variable."""
+
+
+# (setting, lowest, highest) for every numeric setting.
+_RANGES: dict[str, tuple[float, float]] = {
+    "metrics_port": (0, 65535),
+    "batch_max_wait_ms": (0, 1000),
+    "batch_max_commands": (1, 65536),
+    "queue_max_commands": (1, 10_000_000),
+    "retry_after_ms": (1, 60_000),
+    "expire_interval_ms": (10, 3_600_000),
+    "cql_port": (1, 65535),
+    "cql_request_timeout_s": (0.05, 600),
+    "cql_concurrency": (1, 10_000),
+    "stream_replicas": (1, 5),
+    "stream_duplicate_window_s": (1, 7 * 24 * 3600),
+    "publish_timeout_s": (0.05, 600),
+}
+_CONSISTENCY_LEVELS = {
+    "ONE",
+    "TWO",
+    "THREE",
+    "QUORUM",
+    "ALL",
+    "LOCAL_QUORUM",
+    "EACH_QUORUM",
+    "LOCAL_ONE",
+}
+
+
+def validate(settings: Settings) -> Settings:
+    """Raise ConfigError for the first setting out of its range."""
+    for name, (low, high) in _RANGES.items():
+        value = getattr(settings, name)
+        if not low <= value <= high:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} ({_env_name(name)}) must be between {low:g} and "
+                f"{high:g}, got {value!r}"
+            )
+    if settings.cql_consistency.upper() not in _CONSISTENCY_LEVELS:
+        raise ConfigError(
+            f"--cql-consistency ({_env_name('cql_consistency')}) must be one of "
+            f"{', '.join(sorted(_CONSISTENCY_LEVELS))}, got {settings.cql_consistency!r}"
+        )
+    if settings.batch_max_commands > settings.queue_max_commands:
+        raise ConfigError("--batch-max-commands cannot exceed --queue-max-commands")
+    if settings.auth_tokens and not settings.token_clients:
+        raise ConfigError("--auth-tokens must be token=client_id pairs, comma separated")
+    return settings
+
+
 def _env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
@@ -95,5 +147,12 @@ def load_settings(argv: Sequence[str] | None = None, env: dict[str, str] | None 
         if parsed[f.name] is not None:
             values[f.name] = parsed[f.name]
         elif _env_name(f.name) in environ:
-            values[f.name] = type(default)(environ[_env_name(f.name)])
-    return Settings(**values)
+            raw = environ[_env_name(f.name)]
+            try:
+                values[f.name] = type(default)(raw)
+            except ValueError:
+                parser.error(f"{_env_name(f.name)}={raw!r} is not a valid {type(default).__name__}")
+    try:
+        return validate(Settings(**values))
+    except ConfigError as exc:
+        parser.error(str(exc))
