@@ -28,7 +28,7 @@ help: ## list the targets
 
 # ------------------------------------------------------------------ setup and build
 
-$(SETUP_STAMP): pyproject.toml clients/python/pyproject.toml
+$(SETUP_STAMP): pyproject.toml clients/python/pyproject.toml bench/requirements.txt
 	@command -v $(PYTHON_BOOTSTRAP) >/dev/null || { echo "error: $(PYTHON_BOOTSTRAP) not found (CPython 3.11+ is required)"; exit 1; }
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found (install Rust with rustup)"; exit 1; }
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -36,7 +36,7 @@ $(SETUP_STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PIP) install -q 'maturin>=1.7,<2'
 	@# Dependencies only: the extension itself is built by `make build`.
 	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > $(VENV)/requirements.txt
-	$(PIP) install -q -r $(VENV)/requirements.txt
+	$(PIP) install -q -r $(VENV)/requirements.txt -r bench/requirements.txt
 	@# The client SDK and its `orders` command, editable, as its users would install it.
 	$(PIP) install -q -e clients/python
 	@touch $@
@@ -137,6 +137,11 @@ run: build stack-up ## set up, start the stack and the service, run the demo; le
 stop: ## stop the service and the local stack started by make run
 	-$(PY) -m deploy.service stop
 	$(PY) -m deploy.stack down
+
+.PHONY: bench
+bench: build ## service benchmarks on a fresh stack: bench/results/*.json, report.md, PNGs (~9 min; BENCH_ARGS=--quick ~4 min)
+	$(PY) -m deploy.stack down --wipe
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 .PHONY: bench-core
 bench-core: build ## engine benchmark: writes bench/results/core.json

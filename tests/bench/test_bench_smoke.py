@@ -1,0 +1,141 @@
+"""Fast correctness checks of the benchmark tooling (no performance assertions).
+
+The load generator runs for about a second against the bare echo server and must produce
+a well-formed result; the report must render from a tiny fake result. No stack needed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+from loadgen import Workload, percentile  # noqa: E402
+
+from server.gen.orders.v1 import orders_pb2  # noqa: E402
+
+EXPECTED_KEYS = {
+    "scenario", "target", "concurrency", "duration_s", "requests", "ok", "errors_by_code",
+    "orders_per_s", "p50_ms", "p95_ms", "p99_ms", "timeline",
+}  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def echo_target() -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(BENCH / "echo_server.py"), "--listen", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    target = f"127.0.0.1:{port}"
+    try:
+        with grpc.insecure_channel(target) as channel:
+            grpc.channel_ready_future(channel).result(timeout=15)
+        yield target
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_loadgen_against_echo_writes_a_complete_result(echo_target: str, tmp_path: Path) -> None:
+    out = tmp_path / "echo.json"
+    started = time.monotonic()
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "loadgen.py"),
+            "--target",
+            echo_target,
+            "--kind",
+            "echo",
+            "--scenario",
+            "smoke",
+            "--concurrency",
+            "8",
+            "--channels",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        check=True,
+        timeout=60,
+    )
+    assert time.monotonic() - started < 30
+    result = json.loads(out.read_text())
+    assert set(result) >= EXPECTED_KEYS
+    assert result["scenario"] == "smoke"
+    assert result["ok"] > 0 and result["requests"] >= result["ok"]
+    assert result["orders_per_s"] > 0
+    assert result["errors_by_code"] == {}
+    assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+    assert result["timeline"] and all(len(row) == 5 for row in result["timeline"])
+    assert sum(row[1] for row in result["timeline"]) == result["ok"]
+
+
+def test_workload_bytes_are_valid_create_requests() -> None:
+    workload = Workload(kind="batch", skus=50, hot_share=0.5, batch_size=3)
+    workload.prepare()
+    op, method, payload = workload.next_call()
+    assert (op, method) == ("batch", "/orders.v1.OrderService/BatchCreateOrders")
+    batch = orders_pb2.BatchCreateOrdersRequest.FromString(payload)
+    assert len(batch.requests) == 3
+    assert len({r.request_id for r in batch.requests}) == 3
+    for request in batch.requests:
+        assert request.region == "bench" and 1 <= len(request.lines) <= 3
+        assert len({line.sku for line in request.lines}) == len(request.lines)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([], 99) == 0.0
+
+
+def test_report_renders_markdown_and_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from report import write_report
+
+    fake = {
+        "scenario": "service_steady", "kind": "create", "concurrency": 4, "duration_s": 2,
+        "requests": 10, "ok": 9, "errors_by_code": {"UNAVAILABLE": 1}, "orders_per_s": 4.5,
+        "calls_per_s": 4.5, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "oversold_units": 0,
+        "timeline": [[0, 5, 0, 1.0, 2.0], [1, 4, 1, 1.5, 3.0]],
+    }  # fmt: skip
+    (tmp_path / "service_steady.json").write_text(json.dumps(fake))
+    summary = {
+        "mode": "quick",
+        "machine": {"cpu_count": 2},
+        "checks": {"unary_vs_echo": {"value": 0.8, "target": ">= 0.75", "pass": True}},
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    report = write_report(tmp_path)
+    text = report.read_text()
+    assert "service_steady" in text and "unary_vs_echo" in text
+    for name in ("throughput.png", "latency.png"):
+        png = (tmp_path / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 1000
