@@ -12,7 +12,9 @@ def test_defaults_env_and_flags_in_that_order() -> None:
     assert load_settings([], env={}) == Settings()
     from_env = load_settings([], env={"ORDERS_QUEUE_MAX_COMMANDS": "5000"})
     assert from_env.queue_max_commands == 5000
-    both = load_settings(["--queue-max-commands", "7000"], env={"ORDERS_QUEUE_MAX_COMMANDS": "5000"})
+    both = load_settings(
+        ["--queue-max-commands", "7000"], env={"ORDERS_QUEUE_MAX_COMMANDS": "5000"}
+    )
     assert both.queue_max_commands == 7000
 
 
