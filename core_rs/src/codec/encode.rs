@@ -335,6 +335,71 @@ pub struct BatchOutput {
     pub events: Vec<EventRec>,
 }
 
+/// The buffers of a dropped [`BatchOutput`] (emptied, capacity kept), and
+/// the writer's per-batch scratch, kept for the next batch of this thread.
+/// Every batch writes a few MB of output; in fresh memory, the kernel's
+/// page zeroing of those bytes cost about as much as encoding them.
+#[derive(Default)]
+struct Spare {
+    outputs: Vec<Buffers>,
+    latest: Vec<Option<OrderRowRec>>,
+    scratch: Vec<u8>,
+}
+
+/// The vectors of a [`BatchOutput`], without its `Drop`.
+#[derive(Default)]
+struct Buffers {
+    arena: Vec<u8>,
+    responses: Vec<ResponseRec>,
+    order_rows: Vec<OrderRowRec>,
+    stock_rows: Vec<StockRowRec>,
+    location_rows: Vec<Range<usize>>,
+    region_rows: Vec<Range<usize>>,
+    events: Vec<EventRec>,
+}
+
+/// Spare outputs kept per thread (one in use by the caller, one being filled).
+const SPARE_OUTPUTS: usize = 2;
+/// Larger arenas are released rather than kept.
+const SPARE_MAX_ARENA: usize = 64 << 20;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::default();
+}
+
+impl Drop for BatchOutput {
+    fn drop(&mut self) {
+        if self.arena.capacity() == 0 || self.arena.capacity() > SPARE_MAX_ARENA {
+            return;
+        }
+        let mut spare = Buffers {
+            arena: std::mem::take(&mut self.arena),
+            responses: std::mem::take(&mut self.responses),
+            order_rows: std::mem::take(&mut self.order_rows),
+            stock_rows: std::mem::take(&mut self.stock_rows),
+            location_rows: std::mem::take(&mut self.location_rows),
+            region_rows: std::mem::take(&mut self.region_rows),
+            events: std::mem::take(&mut self.events),
+        };
+        spare.arena.clear();
+        spare.responses.clear();
+        spare.order_rows.clear();
+        spare.stock_rows.clear();
+        spare.location_rows.clear();
+        spare.region_rows.clear();
+        spare.events.clear();
+        // During thread teardown the pool may be gone: then `spare` is
+        // simply freed (`Buffers` has no `Drop` of its own).
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                if s.outputs.len() < SPARE_OUTPUTS {
+                    s.outputs.push(spare);
+                }
+            }
+        });
+    }
+}
+
 impl BatchOutput {
     pub fn bytes(&self, r: &Range<usize>) -> &[u8] {
         &self.arena[r.clone()]
@@ -455,6 +520,25 @@ impl ResultWriter {
     /// arena is not regrown (and copied) while the batch is applied.
     pub fn with_capacity(input_len: usize, commands: usize) -> Self {
         let mut w = Self::default();
+        // Reuse the buffers of an earlier batch of this thread, if any.
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                if let Some(b) = s.outputs.pop() {
+                    w.out = BatchOutput {
+                        batch_seq: 0,
+                        arena: b.arena,
+                        responses: b.responses,
+                        order_rows: b.order_rows,
+                        stock_rows: b.stock_rows,
+                        location_rows: b.location_rows,
+                        region_rows: b.region_rows,
+                        events: b.events,
+                    };
+                }
+                w.latest = std::mem::take(&mut s.latest);
+                w.scratch = std::mem::take(&mut s.scratch);
+            }
+        });
         w.out.arena.reserve(input_len * 4 + 4096);
         w.out.responses.reserve(commands);
         w.out.events.reserve(commands);
@@ -464,8 +548,22 @@ impl ResultWriter {
     }
 
     pub fn finish(mut self, batch_seq: u64) -> BatchOutput {
-        self.out.batch_seq = batch_seq;
-        self.out
+        let mut latest = std::mem::take(&mut self.latest);
+        latest.clear();
+        let scratch = std::mem::take(&mut self.scratch);
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                if latest.capacity() > s.latest.capacity() {
+                    s.latest = latest;
+                }
+                if scratch.capacity() > s.scratch.capacity() {
+                    s.scratch = scratch;
+                }
+            }
+        });
+        let mut out = std::mem::take(&mut self.out);
+        out.batch_seq = batch_seq;
+        out
     }
 
     fn push_text(&mut self, s: &str) -> Range<usize> {
@@ -677,7 +775,17 @@ impl Sink for ResultWriter {
             };
             self.out.order_rows.push(row);
         }
-        for (&(sku, loc), cell) in log.changed_stock.iter().zip(&log.stock_values) {
+        // The SKU entries were last read early in the batch and are likely
+        // out of the cache by now: load them a few rows ahead.
+        const AHEAD: usize = 16;
+        for &(sku, _) in log.changed_stock.iter().take(AHEAD) {
+            st.skus.prefetch_entry(sku);
+        }
+        for (i, (&(sku, loc), cell)) in log.changed_stock.iter().zip(&log.stock_values).enumerate()
+        {
+            if let Some(&(ahead, _)) = log.changed_stock.get(i + AHEAD) {
+                st.skus.prefetch_entry(ahead);
+            }
             let sku_range = self.push_text(st.skus.name(sku));
             let loc_range = self.push_text(st.locations.name(loc));
             self.out.stock_rows.push(StockRowRec {

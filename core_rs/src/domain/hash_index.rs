@@ -5,10 +5,13 @@
 //! caches, so looking an order's SKUs up one after another costs a chain of
 //! cache misses per line. Knowing where a lookup will land lets the engine
 //! prefetch the buckets, then the entries, then the stock rows of the next
-//! orders in stages (see `Engine::warm`), so those misses overlap.
+//! orders in stages (see `Engine::warm_window`), so those misses overlap.
 //!
-//! A slot is `tag << 32 | (value + 1)` (0 = empty) with `tag` the high half
+//! A slot is `tag << 32 | (value + 1)` (0 = empty) with `tag` the low half
 //! of the hash; callers confirm a tag match with their own equality check.
+//! The home bucket is taken from the tag too, so growing the table rehashes
+//! from the slots alone, without reading the stored entries (for the order
+//! index, that read is a cache miss per order).
 
 #[derive(Debug, Clone, Default)]
 pub struct HashIndex {
@@ -17,7 +20,7 @@ pub struct HashIndex {
 }
 
 fn tag_of(hash: u64) -> u64 {
-    hash >> 32
+    hash & 0xffff_ffff
 }
 
 impl HashIndex {
@@ -36,7 +39,7 @@ impl HashIndex {
     /// Hints the CPU to load the bucket `hash` starts at.
     pub fn prefetch(&self, hash: u64) {
         if !self.slots.is_empty() {
-            prefetch(&self.slots[hash as usize & self.mask()]);
+            prefetch(&self.slots[tag_of(hash) as usize & self.mask()]);
         }
     }
 
@@ -47,7 +50,7 @@ impl HashIndex {
         }
         let mask = self.mask();
         let tag = tag_of(hash);
-        let mut pos = hash as usize & mask;
+        let mut pos = tag as usize & mask;
         loop {
             let slot = self.slots[pos];
             if slot == 0 {
@@ -63,12 +66,11 @@ impl HashIndex {
         }
     }
 
-    /// Inserts a value known to be absent. `hash_of` gives the hash of a
-    /// stored value (needed when the table grows).
-    pub fn insert(&mut self, hash: u64, value: u32, hash_of: impl Fn(u32) -> u64) {
+    /// Inserts a value known to be absent.
+    pub fn insert(&mut self, hash: u64, value: u32) {
         debug_assert!(value < u32::MAX);
         if (self.len + 1) * 2 > self.slots.len() {
-            self.grow(&hash_of);
+            self.grow();
         }
         self.place(hash, value);
         self.len += 1;
@@ -76,19 +78,24 @@ impl HashIndex {
 
     fn place(&mut self, hash: u64, value: u32) {
         let mask = self.mask();
-        let mut pos = hash as usize & mask;
+        self.place_slot(tag_of(hash) << 32 | u64::from(value + 1), mask);
+    }
+
+    /// Places an encoded slot at the first free position from its home.
+    fn place_slot(&mut self, slot: u64, mask: usize) {
+        let mut pos = (slot >> 32) as usize & mask;
         while self.slots[pos] != 0 {
             pos = (pos + 1) & mask;
         }
-        self.slots[pos] = tag_of(hash) << 32 | u64::from(value + 1);
+        self.slots[pos] = slot;
     }
 
-    fn grow(&mut self, hash_of: &impl Fn(u32) -> u64) {
+    fn grow(&mut self) {
         let capacity = (self.slots.len() * 2).max(16);
         let old = std::mem::replace(&mut self.slots, vec![0; capacity]);
+        let mask = self.mask();
         for slot in old.into_iter().filter(|&s| s != 0) {
-            let value = (slot as u32).wrapping_sub(1);
-            self.place(hash_of(value), value);
+            self.place_slot(slot, mask);
         }
     }
 
@@ -98,7 +105,7 @@ impl HashIndex {
         }
         let mask = self.mask();
         let want = tag_of(hash) << 32 | u64::from(value + 1);
-        let mut pos = hash as usize & mask;
+        let mut pos = tag_of(hash) as usize & mask;
         loop {
             match self.slots[pos] {
                 0 => return None,
@@ -121,7 +128,7 @@ impl HashIndex {
 
     /// Removes (`hash`, `value`), shifting the rest of its probe run back so
     /// that lookups never stop early (no tombstones).
-    pub fn remove(&mut self, hash: u64, value: u32, hash_of: impl Fn(u32) -> u64) -> bool {
+    pub fn remove(&mut self, hash: u64, value: u32) -> bool {
         let Some(mut hole) = self.position(hash, value) else {
             return false;
         };
@@ -133,7 +140,7 @@ impl HashIndex {
             if slot == 0 {
                 break;
             }
-            let home = hash_of((slot as u32).wrapping_sub(1)) as usize & mask;
+            let home = (slot >> 32) as usize & mask;
             // Move the entry back unless its home lies cyclically in (hole, pos].
             let stays = if hole <= pos {
                 hole < home && home <= pos
@@ -181,14 +188,14 @@ mod tests {
     fn insert_find_replace_remove_with_collisions() {
         let mut index = HashIndex::default();
         for v in 0..200u32 {
-            index.insert(h(v), v, h);
+            index.insert(h(v), v);
         }
         for v in 0..200u32 {
             assert_eq!(index.find(h(v), |x| x == v), Some(v));
         }
         assert_eq!(index.find(h(500), |x| x == 500), None);
         for v in (0..200u32).step_by(3) {
-            assert!(index.remove(h(v), v, h));
+            assert!(index.remove(h(v), v));
         }
         for v in 0..200u32 {
             let expect = (v % 3 != 0).then_some(v);

@@ -206,9 +206,7 @@ impl<T: Default> Interner<T> {
         }
         let index = u32::try_from(self.entries.len()).expect("fewer than 2^32 names");
         self.entries.push((Name::new(name), T::default()));
-        let entries = &self.entries;
-        self.index
-            .insert(hash, index, |i| name_hash(entries[i as usize].0.as_str()));
+        self.index.insert(hash, index);
         index
     }
 
@@ -222,6 +220,13 @@ impl<T: Default> Interner<T> {
         let candidate = self.index.find(hash, |_| true)?;
         prefetch(&self.entries[candidate as usize]);
         Some(candidate)
+    }
+
+    /// Hints the CPU to load entry `index` (name and value), if it exists.
+    pub fn prefetch_entry(&self, index: u32) {
+        if let Some(e) = self.entries.get(index as usize) {
+            prefetch(e);
+        }
     }
 
     /// Confirms a candidate of [`Interner::prefetch_candidate`].

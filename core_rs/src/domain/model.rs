@@ -352,7 +352,7 @@ impl OrderStore {
         self.index.find(key_hash(key), |s| self.slot(s).key == *key)
     }
 
-    /// Hints the CPU to load the index bucket of `key` (see `Engine::warm`).
+    /// Hints the CPU to load the index bucket of `key` (see `Engine::warm_window`).
     pub fn prefetch(&self, key: &OrderKey) {
         self.index.prefetch(key_hash(key));
     }
@@ -383,22 +383,14 @@ impl OrderStore {
             chunk.push(order);
         }
         self.len += 1;
-        let chunks = &self.chunks;
-        self.index.insert(key_hash(&key), slot, |s| {
-            let (c, i) = split(s);
-            key_hash(&chunks[c][i].key)
-        });
+        self.index.insert(key_hash(&key), slot);
         None
     }
 
     /// Removes `key`; the last order moves into its slot.
     pub fn remove(&mut self, key: &OrderKey) -> Option<Order> {
         let slot = self.find(key)?;
-        let chunks = &self.chunks;
-        self.index.remove(key_hash(key), slot, |s| {
-            let (c, i) = split(s);
-            key_hash(&chunks[c][i].key)
-        });
+        self.index.remove(key_hash(key), slot);
         let last = self.chunks.last_mut()?.pop()?;
         if self.chunks.last().is_some_and(Vec::is_empty) {
             self.chunks.pop();

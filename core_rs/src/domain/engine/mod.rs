@@ -123,12 +123,16 @@ pub struct Engine {
     scratch_skus: Vec<Option<SkuId>>,
     scratch_plan: Vec<Allocation>,
     scratch_short: Vec<Backorder>,
-    /// SKU of each line of the current batch, looked up ahead (see `warm`).
+    /// SKU of each line of the current batch, looked up ahead (see `warm_window`).
     line_skus: Vec<Option<SkuId>>,
     scratch_hashes: Vec<(usize, u64, Option<SkuId>)>,
+    /// Lines of the window two ahead (stage 1 done) and of the window one
+    /// ahead (stage 2 done), see [`Engine::warm_window`].
+    warm_stage1: Vec<(usize, u64, Option<SkuId>)>,
+    warm_stage2: Vec<(usize, u64, Option<SkuId>)>,
 }
 
-/// Commands looked up ahead at a time (see [`Engine::warm`]).
+/// Commands looked up ahead at a time (see [`Engine::warm_window`]).
 const WARM_AHEAD: usize = 16;
 
 impl Engine {
@@ -168,8 +172,7 @@ impl Engine {
         self.line_skus.resize(batch.lines.len(), None);
         for (i, command) in batch.commands.iter().enumerate() {
             if i % WARM_AHEAD == 0 {
-                let end = (i + WARM_AHEAD).min(batch.commands.len());
-                self.warm(batch, &batch.commands[i..end]);
+                self.warm_window(batch, i / WARM_AHEAD);
             }
             let outcome = self.apply_command(batch, command, sink);
             sink.command_done(&self.state, outcome);
@@ -236,16 +239,48 @@ impl Engine {
         !self.pending.is_empty()
     }
 
-    /// Looks up the SKUs, stock rows and order-index buckets the next
-    /// commands will need, in stages of prefetches. The state is far larger
-    /// than the caches; one order at a time, each lookup would be a chain of
-    /// dependent cache misses (bucket → entry → stock rows). Here the chains
-    /// of a few dozen lines advance side by side, so their misses overlap.
+    /// Looks up the SKUs, stock rows and order-index buckets of the coming
+    /// commands, in stages of prefetches. The state is far larger than the
+    /// caches; one order at a time, each lookup would be a chain of
+    /// dependent cache misses (bucket → entry → stock rows). Here the
+    /// stages run as a pipeline over windows of [`WARM_AHEAD`] commands:
+    /// at the start of window k, stage 3 runs for window k + 1, stage 2 for
+    /// window k + 2 and stage 1 for window k + 3, so every prefetch has a
+    /// whole window of work to complete before its data is read.
     /// Only reads: a name not known yet is resolved when used.
-    fn warm(&mut self, batch: &Batch<'_>, commands: &[CommandIn<'_>]) {
-        let mut hashes = std::mem::take(&mut self.scratch_hashes);
+    fn warm_window(&mut self, batch: &Batch<'_>, window: usize) {
+        let n = batch.commands.len();
+        let at = |k: usize| (k * WARM_AHEAD).min(n)..((k + 1) * WARM_AHEAD).min(n);
+        let mut ready = std::mem::take(&mut self.warm_stage2);
+        let mut next = std::mem::take(&mut self.warm_stage1);
+        let mut fresh = std::mem::take(&mut self.scratch_hashes);
+        if window == 0 {
+            // Prime the pipeline: windows 0 and 1 (stages 1-3 and 1-2).
+            self.warm_hash(batch, &batch.commands[at(0)], &mut ready);
+            self.warm_candidates(&mut ready);
+            self.warm_cells(batch, &ready);
+            self.warm_hash(batch, &batch.commands[at(1)], &mut ready);
+            self.warm_candidates(&mut ready);
+            self.warm_hash(batch, &batch.commands[at(2)], &mut next);
+        }
+        self.warm_cells(batch, &ready);
+        self.warm_candidates(&mut next);
+        self.warm_hash(batch, &batch.commands[at(window + 3)], &mut fresh);
+        // Rotate: window k + 2 is now at stage 2, window k + 3 at stage 1.
+        self.warm_stage2 = next;
+        self.warm_stage1 = fresh;
+        ready.clear();
+        self.scratch_hashes = ready;
+    }
+
+    /// Stage 1: hash every SKU; prefetch its bucket and the order's bucket.
+    fn warm_hash(
+        &self,
+        batch: &Batch<'_>,
+        commands: &[CommandIn<'_>],
+        hashes: &mut Vec<(usize, u64, Option<SkuId>)>,
+    ) {
         hashes.clear();
-        // Stage 1: hash every SKU; prefetch its bucket and the order's bucket.
         for c in commands {
             let creates: &[CreateIn<'_>] = match &c.command {
                 Command::Create(req) => std::slice::from_ref(req),
@@ -265,12 +300,18 @@ impl Engine {
                 }
             }
         }
-        // Stage 2: find the candidate entries, prefetch them.
+    }
+
+    /// Stage 2: find the candidate entries, prefetch them.
+    fn warm_candidates(&self, hashes: &mut [(usize, u64, Option<SkuId>)]) {
         for (_, hash, candidate) in hashes.iter_mut() {
             *candidate = self.state.skus.prefetch_candidate(*hash);
         }
-        // Stage 3: confirm the names, prefetch the SKUs' stock rows.
-        for &(line, _, candidate) in &hashes {
+    }
+
+    /// Stage 3: confirm the names, prefetch the SKUs' stock rows.
+    fn warm_cells(&mut self, batch: &Batch<'_>, hashes: &[(usize, u64, Option<SkuId>)]) {
+        for &(line, _, candidate) in hashes {
             let Some(sku) = candidate.filter(|&s| self.state.skus.is(s, batch.lines[line].sku))
             else {
                 continue;
@@ -280,7 +321,6 @@ impl Engine {
                 prefetch(cell);
             }
         }
-        self.scratch_hashes = hashes;
     }
 
     // ------------------------------------------------------------ undo
