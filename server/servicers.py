@@ -9,6 +9,7 @@ and read from the store. No domain logic lives here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,6 +54,53 @@ def _id_violation(field: str, value: str, max_len: int = MAX_ID_LEN) -> list[tup
     if not _ID_PATTERN.match(value):
         return [(field, "may contain only A-Z a-z 0-9 . _ : -")]
     return []
+
+
+# The request message of each write method, parsed only to log a failed call's ids.
+_REQUEST_TYPES: dict[str, Any] = {
+    "CreateOrder": orders_pb2.CreateOrderRequest,
+    "CancelOrder": orders_pb2.CancelOrderRequest,
+    "ConfirmOrder": orders_pb2.ConfirmOrderRequest,
+    "ShipOrder": orders_pb2.ShipOrderRequest,
+    "SetStock": orders_pb2.SetStockRequest,
+    "AdjustStock": orders_pb2.AdjustStockRequest,
+}
+
+
+def _log_failure(method: str, request: bytes, status: status_pb2.Status) -> None:
+    """One structured line per failed write, with the ids that identify it. Successful
+    calls are not logged (they are counted in the metrics); failures are rare and are
+    what an operator looks for."""
+    ids: dict[str, str] = {}
+    message_type = _REQUEST_TYPES.get(method)
+    if message_type is not None:
+        try:
+            message = message_type.FromString(request)
+            for field in ("request_id", "order_id", "customer_id", "sku", "location_id"):
+                value = getattr(message, field, "")
+                if value:
+                    ids[field] = str(value)[:MAX_ID_LEN]
+        except Exception:  # an undecodable request is itself the failure being logged
+            ids["request"] = "undecodable"
+    level = logging.WARNING if status.code in _SERVER_SIDE_CODES else logging.INFO
+    log.log(
+        level,
+        "rpc failed",
+        extra={
+            "method": method,
+            "code": code_from_number(status.code).name,
+            "detail": status.message[:200],
+            **ids,
+        },
+    )
+
+
+_SERVER_SIDE_CODES = {
+    grpc.StatusCode.UNAVAILABLE.value[0],
+    grpc.StatusCode.INTERNAL.value[0],
+    grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+}
+log = logging.getLogger("server.rpc")
 
 
 class RpcFailure(Exception):
@@ -164,9 +212,12 @@ class Services:
                 if code == 0:
                     result = payload
                 else:
-                    result = self._fail(context, self._outcome_status(code, payload))
+                    status = self._outcome_status(code, payload)
+                    _log_failure(name, request, status)
+                    result = self._fail(context, status)
             except RpcFailure as failure:
                 code = failure.status.code
+                _log_failure(name, request, failure.status)
                 result = self._fail(context, failure.status)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED.value[0]

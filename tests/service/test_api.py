@@ -4,6 +4,7 @@ transitions, listing, reads."""
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.request
 from collections.abc import AsyncIterator
 
@@ -35,7 +36,7 @@ async def _stock(api: Api, sku: str) -> dict[str, tuple[int, int]]:
     }
 
 
-async def test_bad_input_is_answered_never_obeyed(api: Api) -> None:
+async def test_bad_input_is_answered_never_obeyed(server: ServerProcess, api: Api) -> None:
     region = unique_name("r")
     await api.region(region, {"l1": 1}, {("sku-a", "l1"): 10})
     bad = orders_pb2.CreateOrderRequest(
@@ -54,6 +55,16 @@ async def test_bad_input_is_answered_never_obeyed(api: Api) -> None:
     assert {"lines[0].quantity", "lines[1].sku", "lines[1].unit_price_minor"} <= fields
     assert "lines[1].currency" in fields
     assert reason(caught.value) == "INVALID_REQUEST"
+    # The failure is logged as one JSON line carrying the request id.
+    logged = [
+        json.loads(line)
+        for line in server.log_path.read_text().splitlines()
+        if line.startswith("{") and '"rpc failed"' in line
+    ]
+    assert any(
+        entry.get("request_id") == "bad-1" and entry.get("code") == "INVALID_ARGUMENT"
+        for entry in logged
+    ), logged[-3:]
     # Nothing written: the stock is untouched, and the request id is still free.
     assert await _stock(api, "sku-a") == {"l1": (10, 0)}
     good = create_request("bad-1", region, [("sku-a", 2)], customer_id="c1")
