@@ -3,7 +3,6 @@ the stack manager), reached through fault-injecting proxies, and server subproce
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -11,17 +10,19 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import grpc
-import nats
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Api, ServerProcess, TcpProxy, unique_name
-
-NATS_URL = os.environ.get("ORDERS_NATS_URL", "nats://127.0.0.1:4222")
-CQL_HOST = os.environ.get("ORDERS_CQL_HOSTS", "127.0.0.1").split(",")[0]
-CQL_PORT = int(os.environ.get("ORDERS_CQL_PORT", "9042"))
+from harness import (
+    CQL_HOST,
+    CQL_PORT,
+    NATS_URL,
+    Api,
+    ServerProcess,
+    TcpProxy,
+    new_server,
+)
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -62,18 +63,6 @@ async def nats_proxy(real_endpoints: tuple[str, int, str, int]) -> AsyncIterator
     await proxy.close()
 
 
-def new_server(cql_proxy: TcpProxy, nats_proxy: TcpProxy, *extra: str) -> ServerProcess:
-    name = unique_name("t")
-    return ServerProcess(
-        cql_port=cql_proxy.port,
-        nats_url=f"nats://127.0.0.1:{nats_proxy.port}",
-        keyspace=name,
-        stream=name.upper(),
-        subject_prefix=f"{name}.",
-        extra_args=extra,
-    )
-
-
 @pytest.fixture(scope="module")
 async def server(cql_proxy: TcpProxy, nats_proxy: TcpProxy) -> AsyncIterator[ServerProcess]:
     process = new_server(cql_proxy, nats_proxy)
@@ -87,30 +76,3 @@ async def server(cql_proxy: TcpProxy, nats_proxy: TcpProxy) -> AsyncIterator[Ser
 async def api(server: ServerProcess) -> AsyncIterator[Api]:
     async with grpc.aio.insecure_channel(server.address) as channel:
         yield Api(channel)
-
-
-async def read_stream(server: ServerProcess, settle_s: float = 0.5) -> list[tuple[str, str, bytes]]:
-    """Every message in the server's stream: (subject, Nats-Msg-Id, payload), in order."""
-    client = await nats.connect(NATS_URL)
-    try:
-        js = client.jetstream()
-        subscription = await js.pull_subscribe(
-            f"{server.subject_prefix}>",
-            durable=None,
-            stream=server.stream,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-        )
-        messages: list[tuple[str, str, bytes]] = []
-        while True:
-            try:
-                batch = await subscription.fetch(1000, timeout=settle_s)
-            except (TimeoutError, nats.errors.TimeoutError):
-                break
-            for message in batch:
-                headers = message.headers or {}
-                messages.append((message.subject, headers.get("Nats-Msg-Id", ""), message.data))
-                await message.ack()
-        await subscription.unsubscribe()
-        return messages
-    finally:
-        await client.close()

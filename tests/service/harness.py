@@ -17,12 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import nats
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from server.gen.orders.v1 import orders_pb2, orders_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
+NATS_URL = os.environ.get("ORDERS_NATS_URL", "nats://127.0.0.1:4222")
+CQL_HOST = os.environ.get("ORDERS_CQL_HOSTS", "127.0.0.1").split(",")[0]
+CQL_PORT = int(os.environ.get("ORDERS_CQL_PORT", "9042"))
+
 SERVER_START_TIMEOUT_S = 90.0
 
 
@@ -317,3 +323,42 @@ LIVE_STATUSES = {
     orders_pb2.ORDER_STATUS_BACKORDERED,
     orders_pb2.ORDER_STATUS_CONFIRMED,
 }
+
+
+def new_server(cql_proxy: TcpProxy, nats_proxy: TcpProxy, *extra: str) -> ServerProcess:
+    name = unique_name("t")
+    return ServerProcess(
+        cql_port=cql_proxy.port,
+        nats_url=f"nats://127.0.0.1:{nats_proxy.port}",
+        keyspace=name,
+        stream=name.upper(),
+        subject_prefix=f"{name}.",
+        extra_args=extra,
+    )
+
+
+async def read_stream(server: ServerProcess, settle_s: float = 0.5) -> list[tuple[str, str, bytes]]:
+    """Every message in the server's stream: (subject, Nats-Msg-Id, payload), in order."""
+    client = await nats.connect(NATS_URL)
+    try:
+        js = client.jetstream()
+        subscription = await js.pull_subscribe(
+            f"{server.subject_prefix}>",
+            durable=None,
+            stream=server.stream,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        messages: list[tuple[str, str, bytes]] = []
+        while True:
+            try:
+                batch = await subscription.fetch(1000, timeout=settle_s)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            for message in batch:
+                headers = message.headers or {}
+                messages.append((message.subject, headers.get("Nats-Msg-Id", ""), message.data))
+                await message.ack()
+        await subscription.unsubscribe()
+        return messages
+    finally:
+        await client.close()

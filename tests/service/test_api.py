@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from conftest import new_server, read_stream
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from harness import (
@@ -18,6 +17,8 @@ from harness import (
     ServerProcess,
     TcpProxy,
     create_request,
+    new_server,
+    read_stream,
     reason,
     short_location,
     unique_name,

@@ -18,13 +18,16 @@ import grpc
 import pytest
 import xxhash
 from cassandra.cluster import Cluster
-from conftest import CQL_HOST, CQL_PORT, new_server, read_stream
 from harness import (
+    CQL_HOST,
+    CQL_PORT,
     LIVE_STATUSES,
     Api,
     ServerProcess,
     TcpProxy,
     create_request,
+    new_server,
+    read_stream,
     reason,
     retry_delay_ms,
     unique_name,

@@ -4,8 +4,11 @@ a batch was written but before its rows were (the window the redo log exists for
 from __future__ import annotations
 
 import pytest
-from conftest import CQL_HOST, CQL_PORT
-from harness import unique_name
+from harness import (
+    CQL_HOST,
+    CQL_PORT,
+    unique_name,
+)
 
 from server import _engine
 from server.app import recover

@@ -9,8 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import NATS_URL
-from harness import ServerProcess, unique_name
+from harness import (
+    NATS_URL,
+    ServerProcess,
+    unique_name,
+)
 from orders_client import AsyncOrdersClient, OrdersClient
 from orders_client.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from orders_client.events import subscribe
