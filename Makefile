@@ -21,6 +21,9 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONDONTWRITEBYTECODE := 1
 CARGO ?= cargo
+# Where `make run` serves (the service reads the same variables).
+ORDERS_LISTEN ?= 127.0.0.1:50051
+ORDERS_METRICS_PORT ?= 9464
 
 .PHONY: help
 help: ## list the targets
@@ -126,11 +129,11 @@ run: build stack-up ## set up, start the stack and the service, run the demo; le
 	$(PY) -m deploy.demo
 	@$(PY) -m deploy.stack status -q || true
 	@echo
-	@echo "The service is running on 127.0.0.1:50051 (metrics: http://127.0.0.1:9464/metrics)."
+	@echo "The service is running on $(ORDERS_LISTEN) (metrics: http://127.0.0.1:$(ORDERS_METRICS_PORT)/metrics)."
 	@echo "Call it:"
-	@echo "  grpcurl -plaintext -d '{\"order_id\": \"<id>\"}' 127.0.0.1:50051 orders.v1.OrderService/GetOrder"
-	@echo "  .venv/bin/orders create --region demo-eu --customer me --line DEMO-SKU-001:2:1999:EUR"
-	@echo "  .venv/bin/python -c 'from orders_client import OrdersClient; print(OrdersClient(\"127.0.0.1:50051\").get_order(\"<id>\"))'"
+	@echo "  grpcurl -plaintext -d '{\"order_id\": \"<id>\"}' $(ORDERS_LISTEN) orders.v1.OrderService/GetOrder"
+	@echo "  .venv/bin/orders --address $(ORDERS_LISTEN) create --region demo-eu --customer me --line DEMO-SKU-001:2:1999:EUR"
+	@echo "  .venv/bin/python -c 'from orders_client import OrdersClient; print(OrdersClient(\"$(ORDERS_LISTEN)\").get_order(\"<id>\"))'"
 	@echo "Stop it: make stop   (service and stack; data stays in .state/, make stack-wipe deletes it)"
 
 .PHONY: stop
