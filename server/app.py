@@ -16,7 +16,9 @@ from server import _engine
 from server.broker.jetstream import JetStreamPublisher
 from server.config import Settings
 from server.gen.orders.engine.v1 import engine_pb2
-from server.gen.orders.v1 import events_pb2, orders_pb2
+
+# events_pb2 is imported so that events.proto is in the descriptor pool reflection serves.
+from server.gen.orders.v1 import events_pb2, orders_pb2  # noqa: F401
 from server.metrics import Metrics
 from server.pipeline import PUBLISHED_WATERMARK, BatchPipeline, EngineHost, Outbox, WriteClock
 from server.servicers import INVENTORY_SERVICE, ORDER_SERVICE, Authenticator, Services
@@ -76,7 +78,6 @@ class OrderServer:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)
-        _ = events_pb2  # events are part of the reflected descriptor pool
 
         started = time.perf_counter()
         store = await self._connect_store()
@@ -88,7 +89,7 @@ class OrderServer:
             s.publish_timeout_s,
             s.subject_prefix,
         )
-        engine, clock, replay = await recover(store, self.metrics)
+        engine, clock, replay = await recover(store)
         host = EngineHost(engine)
         outbox = Outbox(store, publisher, self.metrics)
         outbox.published_seq = replay[0]
@@ -179,7 +180,7 @@ class OrderServer:
 
 
 async def recover(
-    store: CqlStore, metrics: Metrics
+    store: CqlStore,
 ) -> tuple[_engine.Engine, WriteClock, tuple[int, list[tuple[int, list[tuple[str, str, bytes]]]]]]:
     """Redo journal entries past the published watermark, rebuild the engine from the
     stored rows, and return what must be republished."""
@@ -212,5 +213,4 @@ async def recover(
             "stock_rows": len(state.stock),
         },
     )
-    _ = metrics
     return engine, WriteClock(floor_us), (published, replay)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from server.gen.orders.v1 import orders_pb2
 
@@ -46,11 +45,6 @@ def status_proto(
         packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         status.details.append(packed)
     return status
-
-
-def to_grpc_status(status: status_pb2.Status) -> grpc.Status:
-    result: grpc.Status = rpc_status.to_status(status)
-    return result
 
 
 def from_order_error(code: int, error: orders_pb2.OrderError) -> status_pb2.Status:

@@ -217,10 +217,6 @@ class BatchPipeline:
         self._has_work.set()
         return future
 
-    @property
-    def queue_depth(self) -> int:
-        return len(self._queue)
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:

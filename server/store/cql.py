@@ -21,7 +21,7 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -284,7 +284,6 @@ class CqlStore:
             "journal_read": "SELECT batch_seq, entry FROM journal WHERE engine_id = ? "
             "AND bucket = ? AND batch_seq > ?",
             "order_get": "SELECT state FROM orders WHERE order_id = ? LIMIT 1",
-            "order_event_get": "SELECT event FROM orders WHERE order_id = ? AND version = ?",
             "list": "SELECT state, status FROM orders_by_customer WHERE customer_id = ? "
             "AND bucket = ?",
             "location_get": "SELECT location_id, state FROM locations WHERE location_id IN ?",
@@ -443,12 +442,6 @@ class CqlStore:
         if not rows or rows[0].state is None:
             return None
         return bytes(rows[0].state)
-
-    async def get_order_event(self, order_id: str, version: int) -> bytes | None:
-        rows = await self._query(self._prepared["order_event_get"], (order_id, version))
-        if not rows or rows[0].event is None:
-            return None
-        return bytes(rows[0].event)
 
     async def list_orders(
         self, customer_id: str, page_size: int, page_token: str, status: int
@@ -610,9 +603,3 @@ def batch_write_from_journal(entry: bytes) -> BatchWrite:
         region_rows=[reg.SerializeToString() for reg in journal.changed_regions],
         events=events,
     )
-
-
-def iter_order_events(entries: Iterable[bytes]) -> Iterable[tuple[str, str, bytes]]:
-    for entry in entries:
-        for envelope in engine_pb2.JournalEntry.FromString(entry).events:
-            yield envelope.subject, envelope.event_id, envelope.payload

@@ -14,7 +14,6 @@ from server import _engine
 from server.app import recover
 from server.gen.orders.engine.v1 import engine_pb2
 from server.gen.orders.v1 import orders_pb2
-from server.metrics import Metrics
 from server.pipeline import WriteClock
 from server.store.base import BatchWrite
 from server.store.cql import CqlStore
@@ -91,7 +90,7 @@ async def test_journal_redo_after_a_crash_between_journal_and_rows(
         entry = engine_pb2.JournalEntry.FromString(writes[1].journal_entry)
         assert [s.reserved for s in entry.changed_stock] == [3], "journal lacks the stock row"
 
-        rebuilt, _, (published, replay) = await recover(store, Metrics())
+        rebuilt, _, (published, replay) = await recover(store)
 
         assert published == 0
         assert [seq for seq, _ in replay] == [1, 2], "both unpublished batches are republished"
