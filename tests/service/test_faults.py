@@ -18,6 +18,7 @@ import grpc
 import pytest
 import xxhash
 from cassandra.cluster import Cluster
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import (
     CQL_HOST,
     CQL_PORT,
@@ -125,6 +126,18 @@ async def assert_events_exactly_once(
             f"{order_id}: event past the stored version"
         )
     assert not missing, f"orders whose events are missing or wrong: {list(missing.items())[:5]}"
+
+
+async def _health_becomes(channel: grpc.aio.Channel, status: int, timeout_s: float = 10.0) -> bool:
+    """Poll grpc.health.v1 until the overall status is `status` (bounded in time)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        if reply.status == status:
+            return True
+        await asyncio.sleep(0.1)
+    return False
 
 
 async def reconcile_has_no_drift(api: Api) -> None:
@@ -281,6 +294,8 @@ async def test_store_down_means_unavailable_and_recovery(
             assert retry_delay_ms(caught.value) > 0
             assert reason(caught.value) in {"STORE_UNAVAILABLE", "NOT_SERVING"}
             failed.append(request)
+        # While the in-doubt batch is being rolled forward the service says so.
+        assert await _health_becomes(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
         cql_proxy.restore()
         # The service comes back by itself; the failed requests succeed on retry, each once.
         deadline = time.monotonic() + RECOVERY_TIMEOUT_S
@@ -295,6 +310,7 @@ async def test_store_down_means_unavailable_and_recovery(
                     assert time.monotonic() < deadline, "the service did not recover"
                     await asyncio.sleep(0.5)
         assert len({o.order_id for o in recovered}) == len(failed)
+        assert await _health_becomes(channel, health_pb2.HealthCheckResponse.SERVING)
         await reconcile_has_no_drift(api)
         stock = await api.inventory.GetStock(orders_pb2.GetStockRequest(sku="sd"), timeout=10)
         assert stock.levels[0].reserved == 1 + len(failed)
