@@ -157,7 +157,7 @@ pub fn build_state(
         }
         if order.status == Status::Allocated {
             if let Some(at) = order.expire_ms {
-                st.expiry.insert((at, order.key));
+                st.expiry.add(at, order.key);
             }
         }
         let key = order.key;

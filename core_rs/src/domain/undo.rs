@@ -13,7 +13,8 @@ pub enum Undo {
     Location(LocId, Option<LocationRow>),
     Region(RegionId, Option<RegionRow>),
     ExpiryAdded(i64, OrderKey),
-    ExpiryRemoved(i64, OrderKey),
+    /// Buckets taken from the expiry index by `ExpireReservations`.
+    ExpiryTaken(Vec<(i64, Vec<OrderKey>)>),
     QueueAdded(RegionId, SkuId, (u64, u32)),
     QueueRemoved(RegionId, SkuId, (u64, u32), OrderKey),
 }

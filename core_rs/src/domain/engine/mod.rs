@@ -363,12 +363,8 @@ impl Engine {
             Undo::Region(region, prior) => {
                 st.regions.value_mut(region).row = prior;
             }
-            Undo::ExpiryAdded(at, key) => {
-                st.expiry.remove(&(at, key));
-            }
-            Undo::ExpiryRemoved(at, key) => {
-                st.expiry.insert((at, key));
-            }
+            Undo::ExpiryAdded(at, key) => st.expiry.remove_newest(at, key),
+            Undo::ExpiryTaken(due) => st.expiry.restore_due(due),
             Undo::QueueAdded(region, sku, pos) => {
                 if let Some(q) = st.queues.get_mut(&(region, sku)) {
                     q.remove(&pos);
@@ -580,14 +576,8 @@ impl Engine {
     }
 
     fn expiry_add(&mut self, at: i64, key: OrderKey) {
-        self.state.expiry.insert((at, key));
+        self.state.expiry.add(at, key);
         self.log.undo.push(Undo::ExpiryAdded(at, key));
-    }
-
-    fn expiry_remove(&mut self, at: i64, key: OrderKey) {
-        if self.state.expiry.remove(&(at, key)) {
-            self.log.undo.push(Undo::ExpiryRemoved(at, key));
-        }
     }
 
     fn queue_add(&mut self, region: RegionId, sku: SkuId, pos: (u64, u32), key: OrderKey) {

@@ -43,10 +43,7 @@ impl Engine {
         let key = self.find_order(order_id)?;
         self.check_transition(key, "confirm", &[Status::Allocated])?;
         self.touch_order(key);
-        let expire = self.state.orders.get(&key).and_then(|o| o.expire_ms);
-        if let Some(at) = expire {
-            self.expiry_remove(at, key);
-        }
+        // Its expiry entry goes stale (see `ExpiryIndex`).
         if let Some(o) = self.state.orders.get_mut(&key) {
             o.status = Status::Confirmed;
             o.expire_ms = None;
@@ -104,7 +101,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Cancel or expiry: leave the queues and the expiry index, release every
+    /// Cancel or expiry: leave the queues (the expiry entry goes stale), release every
     /// allocation, emit the event, then serve backorders from what was freed.
     pub(super) fn end_reservation<S: Sink>(
         &mut self,
@@ -118,15 +115,12 @@ impl Engine {
         let Some(order) = self.state.orders.get(&key) else {
             return;
         };
-        let (region, queue_seq, expire) = (order.region, order.queue_seq, order.expire_ms);
+        let (region, queue_seq) = (order.region, order.queue_seq);
         let queued: Vec<(u32, SkuId)> = order
             .backorders
             .iter()
             .map(|b| (b.line, order.lines[b.line as usize].sku))
             .collect();
-        if let Some(at) = expire {
-            self.expiry_remove(at, key);
-        }
         for (line, sku) in queued {
             self.queue_remove(region, sku, (queue_seq, line));
         }
@@ -161,12 +155,23 @@ impl Engine {
     }
 
     pub(super) fn expire<S: Sink>(&mut self, now: i64, sink: &mut S) -> i64 {
-        let due: Vec<(i64, OrderKey)> = self
-            .state
-            .expiry
-            .range(..=(now, OrderKey::MAX))
-            .copied()
+        let taken = self.state.expiry.take_due(now);
+        // Only live entries (the order still ALLOCATED with this expire
+        // time), in expiry order: by expire time, then order id.
+        let mut due: Vec<(i64, OrderKey)> = taken
+            .iter()
+            .flat_map(|(at, keys)| keys.iter().map(move |k| (*at, *k)))
+            .filter(|(at, key)| {
+                self.state
+                    .orders
+                    .get(key)
+                    .is_some_and(|o| o.status == Status::Allocated && o.expire_ms == Some(*at))
+            })
             .collect();
+        due.sort_unstable();
+        if !taken.is_empty() {
+            self.log.undo.push(Undo::ExpiryTaken(taken));
+        }
         let mut expired = 0;
         for (_, key) in due {
             let live = self
