@@ -466,6 +466,14 @@ impl OrderStore {
         if let Some(slot) = self.find(&key) {
             return Some(std::mem::replace(self.slot_mut(slot), order));
         }
+        self.insert_new(key, order);
+        None
+    }
+
+    /// Inserts an order whose key the caller has just looked up and not
+    /// found (skips the second lookup).
+    pub fn insert_new(&mut self, key: OrderKey, order: Order) {
+        debug_assert!(self.find(&key).is_none());
         if self.chunks.last().map_or(true, |c| c.len() == CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
@@ -475,7 +483,6 @@ impl OrderStore {
         }
         self.len += 1;
         self.index.insert(key_hash(&key), slot);
-        None
     }
 
     /// Removes `key`; the last order moves into its slot.

@@ -8,19 +8,24 @@ impl Engine {
         &mut self,
         batch: &Batch<'a>,
         client: &str,
-        items: &[CreateIn<'a>],
+        item_range: std::ops::Range<usize>,
         all_or_nothing: bool,
         now: i64,
         sink: &mut S,
     ) -> Outcome<'a> {
+        let items = &batch.creates[item_range.clone()];
         let savepoint = all_or_nothing.then(|| (self.savepoint(), sink.mark()));
         let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
+        for (item, index) in items.iter().zip(item_range) {
             let mut v = Violations::default();
             validate_create(&mut v, item, batch.lines_of(item));
             let outcome = match v.into_result() {
                 Err(e) => CreateOutcome::Failed(e),
-                Ok(()) => self.create(batch, client, item, now, sink),
+                Ok(()) => {
+                    let key =
+                        self.item_keys[index].unwrap_or_else(|| order_key(client, item.request_id));
+                    self.create(batch, client, key, item, now, sink)
+                }
             };
             outcomes.push(outcome);
         }
@@ -67,12 +72,12 @@ impl Engine {
         &mut self,
         batch: &Batch<'_>,
         client: &str,
+        key: OrderKey,
         req: &CreateIn<'_>,
         now: i64,
         sink: &mut S,
     ) -> CreateOutcome {
         let lines = batch.lines_of(req);
-        let key = order_key(client, req.request_id);
         if let Some(existing) = self.state.orders.get(&key) {
             let st = &self.state;
             if st.clients.name(existing.client) != client || existing.request_id() != req.request_id
@@ -99,9 +104,7 @@ impl Engine {
             };
         }
         let Some(region) = self
-            .state
-            .regions
-            .get(req.region)
+            .region_index(req.region)
             .filter(|&r| self.state.region_row(r).is_some())
         else {
             return CreateOutcome::Failed(CommandError::region_not_found(req.region));
@@ -121,7 +124,7 @@ impl Engine {
             self.write_stock(sku, a.loc, |c| c.reserved += a.quantity);
         }
 
-        let client_id = self.state.clients.intern(client);
+        let client_id = self.client_index(client);
         let mut text = String::with_capacity(req.request_id.len() + req.customer_id.len());
         text.push_str(req.request_id);
         text.push_str(req.customer_id);
@@ -195,11 +198,32 @@ impl Engine {
             }
         }
         self.scratch_skus = skus;
-        self.state.orders.insert(key, order);
+        // Absent: looked up at the top of this function.
+        self.state.orders.insert_new(key, order);
         if let Some(order) = self.state.orders.get(&key) {
             sink.order_event(&self.state, order, now);
         }
         CreateOutcome::Fresh(key, status)
+    }
+
+    /// `clients.intern(client)`, through the recent names.
+    fn client_index(&mut self, client: &str) -> ClientId {
+        if let Some(id) = self.recent_clients.get(client) {
+            return id;
+        }
+        let id = self.state.clients.intern(client);
+        self.recent_clients.remember(client, id);
+        id
+    }
+
+    /// `regions.get(region)`, through the recent names.
+    fn region_index(&mut self, region: &str) -> Option<RegionId> {
+        if let Some(id) = self.recent_regions.get(region) {
+            return Some(id);
+        }
+        let id = self.state.regions.get(region)?;
+        self.recent_regions.remember(region, id);
+        Some(id)
     }
 
     /// Decides the allocation of a new order without changing anything:

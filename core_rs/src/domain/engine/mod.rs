@@ -130,6 +130,47 @@ pub struct Engine {
     /// ahead (stage 2 done), see [`Engine::warm_window`].
     warm_stage1: Vec<(usize, u64, Option<SkuId>)>,
     warm_stage2: Vec<(usize, u64, Option<SkuId>)>,
+    /// Order key of each create of the current batch, computed when the
+    /// warm-up prefetches its index bucket (so it is hashed once): by command
+    /// index for CreateOrder, by [`Batch::creates`] index for the items of
+    /// BatchCreateOrders.
+    command_keys: Vec<Option<OrderKey>>,
+    item_keys: Vec<Option<OrderKey>>,
+    /// Client and region names recently resolved to their indexes.
+    recent_clients: RecentNames,
+    recent_regions: RecentNames,
+}
+
+/// A few names recently resolved by an interner, with their indexes: a
+/// batch's commands nearly always come from a few clients and regions, and
+/// comparing a short name is much cheaper than hashing it and probing the
+/// interner. Indexes stay valid because names are never forgotten.
+#[derive(Debug, Default)]
+struct RecentNames {
+    entries: Vec<(Box<str>, u32)>,
+    /// The entry to replace when full (round robin).
+    next: usize,
+}
+
+/// Names remembered by [`RecentNames`].
+const RECENT_NAMES: usize = 8;
+
+impl RecentNames {
+    fn get(&self, name: &str) -> Option<u32> {
+        self.entries
+            .iter()
+            .find(|(n, _)| **n == *name)
+            .map(|&(_, id)| id)
+    }
+
+    fn remember(&mut self, name: &str, id: u32) {
+        if self.entries.len() < RECENT_NAMES {
+            self.entries.push((name.into(), id));
+        } else {
+            self.entries[self.next] = (name.into(), id);
+            self.next = (self.next + 1) % RECENT_NAMES;
+        }
+    }
 }
 
 /// Commands looked up ahead at a time (see [`Engine::warm_window`]).
@@ -170,11 +211,15 @@ impl Engine {
         self.log = spare;
         self.line_skus.clear();
         self.line_skus.resize(batch.lines.len(), None);
+        self.command_keys.clear();
+        self.command_keys.resize(batch.commands.len(), None);
+        self.item_keys.clear();
+        self.item_keys.resize(batch.creates.len(), None);
         for (i, command) in batch.commands.iter().enumerate() {
             if i % WARM_AHEAD == 0 {
                 self.warm_window(batch, i / WARM_AHEAD);
             }
-            let outcome = self.apply_command(batch, command, sink);
+            let outcome = self.apply_command(batch, i, command, sink);
             sink.command_done(&self.state, outcome);
         }
         sink.batch_done(&self.state, &self.log);
@@ -251,21 +296,27 @@ impl Engine {
     fn warm_window(&mut self, batch: &Batch<'_>, window: usize) {
         let n = batch.commands.len();
         let at = |k: usize| (k * WARM_AHEAD).min(n)..((k + 1) * WARM_AHEAD).min(n);
+        let first = |k: usize| (k * WARM_AHEAD).min(n);
         let mut ready = std::mem::take(&mut self.warm_stage2);
         let mut next = std::mem::take(&mut self.warm_stage1);
         let mut fresh = std::mem::take(&mut self.scratch_hashes);
         if window == 0 {
             // Prime the pipeline: windows 0 and 1 (stages 1-3 and 1-2).
-            self.warm_hash(batch, &batch.commands[at(0)], &mut ready);
+            self.warm_hash(batch, first(0), &batch.commands[at(0)], &mut ready);
             self.warm_candidates(&mut ready);
             self.warm_cells(batch, &ready);
-            self.warm_hash(batch, &batch.commands[at(1)], &mut ready);
+            self.warm_hash(batch, first(1), &batch.commands[at(1)], &mut ready);
             self.warm_candidates(&mut ready);
-            self.warm_hash(batch, &batch.commands[at(2)], &mut next);
+            self.warm_hash(batch, first(2), &batch.commands[at(2)], &mut next);
         }
         self.warm_cells(batch, &ready);
         self.warm_candidates(&mut next);
-        self.warm_hash(batch, &batch.commands[at(window + 3)], &mut fresh);
+        self.warm_hash(
+            batch,
+            first(window + 3),
+            &batch.commands[at(window + 3)],
+            &mut fresh,
+        );
         // Rotate: window k + 2 is now at stage 2, window k + 3 at stage 1.
         self.warm_stage2 = next;
         self.warm_stage1 = fresh;
@@ -273,26 +324,33 @@ impl Engine {
         self.scratch_hashes = ready;
     }
 
-    /// Stage 1: hash every SKU; prefetch its bucket and the order's bucket.
+    /// Stage 1: hash every SKU and order key (keeping the key for
+    /// `create`); prefetch the SKU's bucket and the order's bucket.
+    /// `first` is the index of `commands[0]` in the batch.
     fn warm_hash(
-        &self,
+        &mut self,
         batch: &Batch<'_>,
+        first: usize,
         commands: &[CommandIn<'_>],
         hashes: &mut Vec<(usize, u64, Option<SkuId>)>,
     ) {
         hashes.clear();
-        for c in commands {
-            let creates: &[CreateIn<'_>] = match &c.command {
-                Command::Create(req) => std::slice::from_ref(req),
+        for (index, c) in (first..).zip(commands) {
+            let (creates, keys): (&[CreateIn<'_>], &mut [Option<OrderKey>]) = match &c.command {
+                Command::Create(req) => (
+                    std::slice::from_ref(req),
+                    &mut self.command_keys[index..index + 1],
+                ),
                 Command::BatchCreate { requests, .. } => {
-                    &batch.creates[requests.start as usize..requests.end as usize]
+                    let items = requests.start as usize..requests.end as usize;
+                    (&batch.creates[items.clone()], &mut self.item_keys[items])
                 }
                 _ => continue,
             };
-            for req in creates {
-                self.state
-                    .orders
-                    .prefetch(&order_key(c.client_id, req.request_id));
+            for (req, slot) in creates.iter().zip(keys) {
+                let key = order_key(c.client_id, req.request_id);
+                *slot = Some(key);
+                self.state.orders.prefetch(&key);
                 for i in req.lines.start as usize..req.lines.end as usize {
                     let hash = name_hash(batch.lines[i].sku);
                     self.state.skus.prefetch_bucket(hash);
@@ -604,6 +662,7 @@ impl Engine {
     fn apply_command<'a, S: Sink>(
         &mut self,
         batch: &Batch<'a>,
+        index: usize,
         command: &CommandIn<'a>,
         sink: &mut S,
     ) -> Outcome<'a> {
@@ -627,7 +686,9 @@ impl Engine {
                 if let Err(e) = v.into_result() {
                     Err(e)
                 } else {
-                    match self.create(batch, client, req, now, sink) {
+                    let key = self.command_keys[index]
+                        .unwrap_or_else(|| order_key(client, req.request_id));
+                    match self.create(batch, client, key, req, now, sink) {
                         CreateOutcome::Fresh(..) => Ok(Outcome::OrderEvent),
                         CreateOutcome::Replay(key) => Ok(Outcome::Replay(key)),
                         CreateOutcome::Failed(e) => Err(e),
@@ -651,7 +712,7 @@ impl Engine {
                 match v.into_result() {
                     Err(e) => Err(e),
                     Ok(()) => {
-                        let items = &batch.creates[requests.start as usize..requests.end as usize];
+                        let items = requests.start as usize..requests.end as usize;
                         Ok(self.batch_create(batch, client, items, *error_policy == 2, now, sink))
                     }
                 }
