@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::hash_index::HashIndex;
 use super::ids::Interner;
@@ -111,6 +112,14 @@ pub struct Allocation {
     pub quantity: i64,
 }
 
+/// Lines (and allocations) of an order kept inline, without an allocation of
+/// their own: most orders have a few lines, and two fewer heap allocations per
+/// created order save more than the larger `Order` costs. Longer orders spill
+/// to the heap.
+pub const INLINE_LINES: usize = 4;
+pub type OrderLines = SmallVec<[Line; INLINE_LINES]>;
+pub type OrderAllocations = SmallVec<[Allocation; INLINE_LINES]>;
+
 /// Quantity of one line still waiting for stock (always > 0 while listed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backorder {
@@ -156,14 +165,14 @@ pub struct Order {
     pub text: Box<str>,
     pub request_id_len: u32,
     pub region: RegionId,
-    pub lines: Vec<Line>,
+    pub lines: OrderLines,
     pub currency: [u8; 3],
     /// As sent by the client (UNSPECIFIED is kept, and means SINGLE_LOCATION).
     pub policy: i32,
     pub status: Status,
     pub version: i64,
     /// By line index, then in the order taken.
-    pub allocations: Vec<Allocation>,
+    pub allocations: OrderAllocations,
     /// By line index.
     pub backorders: Vec<Backorder>,
     pub total_minor: i64,
@@ -360,10 +369,20 @@ impl ExpiryIndex {
         }
     }
 
+    /// Moves the tail into the map. The next tail is sized like this one, so
+    /// a batch's entries are written once, into one allocation (regrowing
+    /// and copying them would touch fresh memory, which is slow to fault in).
     fn flush_tail(&mut self) {
-        if !self.tail.is_empty() {
-            let tail = std::mem::take(&mut self.tail);
-            self.buckets.entry(self.tail_at).or_default().extend(tail);
+        if self.tail.is_empty() {
+            return;
+        }
+        let size = self.tail.len();
+        let tail = std::mem::replace(&mut self.tail, Vec::with_capacity(size));
+        match self.buckets.entry(self.tail_at) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(tail);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().extend(tail),
         }
     }
 
@@ -524,12 +543,12 @@ mod tests {
             text: "".into(),
             request_id_len: 0,
             region: 0,
-            lines: Vec::new(),
+            lines: OrderLines::new(),
             currency: *b"EUR",
             policy: 0,
             status: Status::Allocated,
             version: 1,
-            allocations: Vec::new(),
+            allocations: OrderAllocations::new(),
             backorders: Vec::new(),
             total_minor: 0,
             create_ms: 0,

@@ -129,7 +129,7 @@ impl Engine {
         text.push_str(req.request_id);
         text.push_str(req.customer_id);
         let mut total: i64 = 0;
-        let order_lines: Vec<Line> = lines
+        let order_lines: OrderLines = lines
             .iter()
             .zip(&skus)
             .map(|(l, s)| {
@@ -153,10 +153,10 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let allocations: Vec<Allocation> = if status == Status::Rejected {
-            Vec::new()
+        let allocations: OrderAllocations = if status == Status::Rejected {
+            OrderAllocations::new()
         } else {
-            plan.clone()
+            OrderAllocations::from_slice(&plan)
         };
         self.scratch_plan = plan;
         self.log.changed_orders.push(key);

@@ -144,7 +144,7 @@ impl Engine {
     pub(super) fn allocations_with_skus(&self, key: OrderKey) -> (Vec<Allocation>, Vec<SkuId>) {
         match self.state.orders.get(&key) {
             Some(o) => (
-                o.allocations.clone(),
+                o.allocations.to_vec(),
                 o.allocations
                     .iter()
                     .map(|a| o.lines[a.line as usize].sku)
@@ -280,7 +280,7 @@ impl Engine {
 /// Adds `quantity` of `line` at `loc`: to the existing allocation of that line
 /// and location, else as a new one after the line's others (the list stays
 /// ordered by line index).
-fn add_allocation(allocations: &mut Vec<Allocation>, line: u32, loc: LocId, quantity: i64) {
+fn add_allocation(allocations: &mut OrderAllocations, line: u32, loc: LocId, quantity: i64) {
     if let Some(a) = allocations
         .iter_mut()
         .find(|a| a.line == line && a.loc == loc)
