@@ -28,12 +28,14 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,15 @@ def quiesce_gc() -> None:
     gc.freeze()
 
 
+@dataclass
+class CpuSplit:
+    """CPU seconds spent inside apply(), by mode. System time is nearly all page
+    faults: the kernel zeroing fresh memory for the growing engine state."""
+
+    user: float = 0.0
+    system: float = 0.0
+
+
 def run_rust(
     engine_module: Any,
     setup_batches: list[bytes],
@@ -164,6 +175,7 @@ def run_rust(
     min_batches: int,
     seconds: float,
     keep_outputs: int,
+    cpu: CpuSplit,
 ) -> tuple[list[float], list[bytes], dict[str, int]]:
     """Main Rust run: per-batch apply() times, the encoded outputs of the first batches."""
     engine = engine_module.Engine()
@@ -178,9 +190,13 @@ def run_rust(
             # The estimate was short: encode more (not timed).
             source.ensure(i + max(8, i // 4), "encoding more batches")
         data = source.batches[i].data
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         out = engine.apply(data)
         elapsed = time.perf_counter() - t0
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu.user += usage1.ru_utime - usage0.ru_utime
+        cpu.system += usage1.ru_stime - usage0.ru_stime
         engine.commit(out.batch_seq)
         if i < keep_outputs:
             outputs.append(out.encode())
@@ -304,8 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     progress_done(f"calibration: {rate:.1f} batches/s -> planning {planned} batches")
     source.ensure(planned)
 
+    cpu = CpuSplit()
     times, rust_outputs, engine_stats = run_rust(
-        engine_module, setup_batches, source, k, args.seconds, k
+        engine_module, setup_batches, source, k, args.seconds, k, cpu
     )
     n = len(times)
     orders = sum(b.orders for b in source.batches[:n])
@@ -339,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         "apply_seconds": total,
         "orders_per_s": orders / total,
         "lines_per_s": rust_lines_per_s,
+        "cpu_seconds": {"user": cpu.user, "system": cpu.system},
+        "lines_per_user_cpu_s": lines / cpu.user if cpu.user > 0 else None,
         "batch_ms": {
             "mean": statistics.fmean(batch_ms),
             "p50": percentile(batch_ms, 0.5),
@@ -385,6 +404,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{verdict[rust_lines_per_s >= TARGET_LINES_PER_S]})",
         )
     )
+    print(
+        row(
+            "rust CPU in apply: user / system",
+            f"{cpu.user:.2f} s / {cpu.system:.2f} s (system: page faults of the growing state)",
+        )
+    )
+    if cpu.user > 0:
+        print(row("rust lines per user-mode CPU second", f"{lines / cpu.user:,.0f}"))
     print(
         row(
             "rust batch latency ms p50 / p99 / max",
