@@ -263,7 +263,7 @@ fn build_order(st: &mut State, rec: OrderRec) -> Result<Order, String> {
         "INSUFFICIENT_STOCK" => StatusReason::InsufficientStock,
         "CANCELLED_BY_CLIENT" => StatusReason::CancelledByClient,
         "RESERVATION_EXPIRED" => StatusReason::ReservationExpired,
-        other => StatusReason::Custom(other.into()),
+        other => StatusReason::Custom(Box::new(other.into())),
     };
     let mut text = rec.request_id.clone();
     text.push_str(&rec.customer_id);

@@ -199,10 +199,8 @@ impl Engine {
         }
         self.scratch_skus = skus;
         // Absent: looked up at the top of this function.
-        self.state.orders.insert_new(key, order);
-        if let Some(order) = self.state.orders.get(&key) {
-            sink.order_event(&self.state, order, now);
-        }
+        let slot = self.state.orders.insert_new(key, order);
+        sink.order_event(&self.state, self.state.orders.at(slot), now);
         CreateOutcome::Fresh(key, status)
     }
 

@@ -95,7 +95,7 @@ impl Engine {
         let reason = if reason.is_empty() {
             StatusReason::CancelledByClient
         } else {
-            StatusReason::Custom(reason.into())
+            StatusReason::Custom(Box::new(reason.into()))
         };
         self.end_reservation(key, Status::Cancelled, reason, now, sink);
         Ok(())
