@@ -26,7 +26,9 @@ use super::error::{
     CommandError, Violations, CODE_ABORTED, CODE_ALREADY_EXISTS, CODE_FAILED_PRECONDITION,
 };
 use super::hash_index::prefetch;
-use super::ids::{format_order_id, is_active_currency, name_hash, order_key, parse_order_id};
+use super::ids::{
+    format_order_id, is_active_currency, name_eq, name_hash, order_key, parse_order_id,
+};
 use super::limits::*;
 use super::model::*;
 use super::undo::{BatchLog, Savepoint, Undo};
@@ -159,7 +161,7 @@ impl RecentNames {
     fn get(&self, name: &str) -> Option<u32> {
         self.entries
             .iter()
-            .find(|(n, _)| **n == *name)
+            .find(|(n, _)| name_eq(n, name))
             .map(|&(_, id)| id)
     }
 
