@@ -382,6 +382,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Makes room for `orders` more orders and faults that memory in now, with
+    /// the GIL released (see `Engine::reserve_orders`).
+    fn reserve_orders(&mut self, py: Python<'_>, orders: usize) -> PyResult<()> {
+        self.mutate(|engine| {
+            py.detach(|| engine.reserve_orders(orders));
+            Ok(())
+        })
+    }
+
     /// Raises EngineBugError describing the first broken invariant.
     fn check_invariants(&self) -> PyResult<()> {
         self.check()?;

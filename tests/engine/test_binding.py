@@ -250,6 +250,21 @@ def test_rollback_then_reapply_gives_identical_bytes(eng: ModuleType) -> None:
     assert [engine.apply(data).encode() for data in WORK] == first
 
 
+def test_reserved_engine_gives_identical_results(eng: ModuleType) -> None:
+    plain = fresh(eng, SETUP)
+    reserved = eng.Engine()
+    reserved.reserve_orders(50_000)  # spans several order chunks
+    out = reserved.apply(SETUP)
+    reserved.commit(out.batch_seq)
+    for data in WORK:
+        assert reserved.apply(data).encode() == plain.apply(data).encode()
+    reserved.rollback(reserved.pending()[0])  # undo through reserved chunks
+    plain.rollback(plain.pending()[0])
+    assert reserved.snapshot() == plain.snapshot()
+    reserved.check_invariants()
+    assert reserved.stats() == plain.stats()
+
+
 def test_commit_in_order_while_pipelining(eng: ModuleType) -> None:
     engine = fresh(eng, SETUP)
     seqs = [engine.apply(data).batch_seq for data in WORK]

@@ -90,6 +90,22 @@ impl HashIndex {
         self.slots[pos] = slot;
     }
 
+    /// Grows now to hold `len` entries without growing again, and touches
+    /// the table (see `OrderStore::reserve`).
+    pub fn reserve(&mut self, len: usize) {
+        while len * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mut touched = 0u64;
+        for slot in self.slots.iter_mut().step_by(512) {
+            // A write, so the page is really mapped (reading a zero page
+            // would not fault it in).
+            *slot = std::hint::black_box(*slot);
+            touched |= *slot;
+        }
+        std::hint::black_box(touched);
+    }
+
     fn grow(&mut self) {
         let capacity = (self.slots.len() * 2).max(16);
         let old = std::mem::replace(&mut self.slots, vec![0; capacity]);

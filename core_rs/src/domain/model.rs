@@ -319,6 +319,19 @@ impl State {
     }
 }
 
+/// Writes zeros over the spare capacity of `v` (one store per 4 KiB page
+/// would do, but every byte is as cheap here), so that its pages are
+/// faulted in now rather than when the vector is filled.
+pub fn pre_touch<T>(v: &mut Vec<T>) {
+    const PAGE: usize = 4096;
+    let spare = v.spare_capacity_mut();
+    let per_page = (PAGE / std::mem::size_of::<T>().max(1)).max(1);
+    for slot in spare.iter_mut().step_by(per_page) {
+        *slot = std::mem::MaybeUninit::zeroed();
+    }
+    std::hint::black_box(v.spare_capacity_mut().as_ptr());
+}
+
 /// Orders waiting to expire, grouped by expire time.
 ///
 /// Entries are only added (create, backorder served) and taken in bulk when
@@ -495,13 +508,14 @@ impl OrderStore {
     /// found (skips the second lookup); returns its slot (see [`OrderStore::at`]).
     pub fn insert_new(&mut self, key: OrderKey, order: Order) -> u32 {
         debug_assert!(self.find(&key).is_none());
-        if self.chunks.last().map_or(true, |c| c.len() == CHUNK) {
+        let slot = u32::try_from(self.len).expect("fewer than 2^32 orders");
+        // Slots fill the chunks in order; chunks past the one in use may be
+        // reserved (allocated, empty).
+        let (chunk, _) = split(slot);
+        if chunk == self.chunks.len() {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
-        let slot = u32::try_from(self.len).expect("fewer than 2^32 orders");
-        if let Some(chunk) = self.chunks.last_mut() {
-            chunk.push(order);
-        }
+        self.chunks[chunk].push(order);
         self.len += 1;
         self.index.insert(key_hash(&key), slot);
         slot
@@ -517,10 +531,10 @@ impl OrderStore {
     pub fn remove(&mut self, key: &OrderKey) -> Option<Order> {
         let slot = self.find(key)?;
         self.index.remove(key_hash(key), slot);
-        let last = self.chunks.last_mut()?.pop()?;
-        if self.chunks.last().is_some_and(Vec::is_empty) {
-            self.chunks.pop();
-        }
+        // The order in the last used slot fills the hole (emptied chunks are
+        // kept, like reserved ones).
+        let (last_chunk, _) = split(u32::try_from(self.len - 1).ok()?);
+        let last = self.chunks[last_chunk].pop()?;
         self.len -= 1;
         if slot as usize == self.len {
             return Some(last);
@@ -529,6 +543,22 @@ impl OrderStore {
         let removed = std::mem::replace(self.slot_mut(slot), last);
         self.index.replace(key_hash(&moved), self.len as u32, slot);
         Some(removed)
+    }
+
+    /// Makes room for `additional` more orders and touches that memory now,
+    /// so that creating them does not fault in fresh pages on the hot path
+    /// (the kernel zeroing new memory is a large share of an order's cost,
+    /// the same trade as the JVM's AlwaysPreTouch).
+    pub fn reserve(&mut self, additional: usize) {
+        let want = self.len + additional;
+        self.index.reserve(want);
+        let mut capacity: usize = self.chunks.iter().map(Vec::capacity).sum();
+        while capacity < want {
+            let mut chunk: Vec<Order> = Vec::with_capacity(CHUNK);
+            pre_touch(&mut chunk);
+            capacity += chunk.capacity();
+            self.chunks.push(chunk);
+        }
     }
 
     /// In storage order (not meaningful: sort before output).
@@ -603,7 +633,27 @@ mod tests {
 
     #[test]
     fn order_store_inserts_replaces_and_removes_across_chunks() {
+        check_order_store(OrderStore::default());
+    }
+
+    #[test]
+    fn reserved_order_store_behaves_the_same() {
         let mut store = OrderStore::default();
+        store.reserve(3 * CHUNK + 1);
+        assert_eq!(store.chunks.len(), 4);
+        assert!(store.index.is_empty() && store.is_empty());
+        check_order_store(store);
+        // Reserving with orders present keeps them.
+        let mut store = OrderStore::default();
+        for k in 0..10u128 {
+            store.insert_new(k, order(k));
+        }
+        store.reserve(2 * CHUNK);
+        assert_eq!(store.len(), 10);
+        assert!((0..10u128).all(|k| store.get(&k).is_some_and(|o| o.key == k)));
+    }
+
+    fn check_order_store(mut store: OrderStore) {
         let n = CHUNK as u128 + 10;
         for k in 0..n {
             assert!(store.insert(k, order(k)).is_none());

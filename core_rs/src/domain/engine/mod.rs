@@ -192,6 +192,13 @@ impl Engine {
         }
     }
 
+    /// Makes room for `orders` more orders and faults that memory in now
+    /// (see [`OrderStore::reserve`]): a service sized for its open orders
+    /// does this at start so that the hot path does not pay for fresh pages.
+    pub fn reserve_orders(&mut self, orders: usize) {
+        self.state.orders.reserve(orders);
+    }
+
     pub fn batch_seq(&self) -> u64 {
         self.batch_seq
     }
