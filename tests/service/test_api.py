@@ -300,7 +300,8 @@ async def test_health_reflection_and_metrics(server: ServerProcess) -> None:
 async def test_sigterm_drains_and_publishes_everything(
     cql_proxy: TcpProxy, nats_proxy: TcpProxy
 ) -> None:
-    process = new_server(cql_proxy, nats_proxy)
+    # Started with a reserved order store (several chunks), as a sized deployment would be.
+    process = new_server(cql_proxy, nats_proxy, "--engine-reserve-orders", "50000")
     await process.start()
     async with grpc.aio.insecure_channel(process.address) as channel:
         api = Api(channel)
@@ -313,6 +314,7 @@ async def test_sigterm_drains_and_publishes_everything(
             ]
         )
     assert await process.terminate() == 0, process.tail()
+    assert '"engine order store reserved"' in process.tail(200), process.tail()
     assert '"all_events_published": true' in process.tail(), process.tail()
     published = {msg_id for _, msg_id, _ in await read_stream(process)}
     assert {f"{o.order_id}:1" for o in orders} <= published
