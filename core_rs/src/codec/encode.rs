@@ -26,7 +26,11 @@ pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+#[inline]
 pub fn varint_len(v: u64) -> usize {
+    if v < 0x80 {
+        return 1;
+    }
     // 1 byte per 7 bits, at least one: ceil(bits / 7), computed as
     // (bits * 9 + 64) / 64, which is exact for 1..=64 bits and needs no division.
     let bits = 64 - (v | 1).leading_zeros() as usize;
@@ -102,14 +106,17 @@ const TIMESTAMP_BLOCK: usize = 24;
 
 fn timestamp_block(ms: i64) -> TimestampBlock {
     let (s, n) = timestamp_parts(ms);
-    let mut block = [0u8; TIMESTAMP_BLOCK];
+    let mut scratch = [0u8; TIMESTAMP_BLOCK + SLACK];
     let mut c = Cursor {
-        buf: &mut block,
+        buf: &mut scratch,
         pos: 1,
     };
     c.int(1, s);
     c.int(2, n);
-    block[0] = (c.pos - 1) as u8;
+    let body_len = c.pos - 1;
+    let mut block = [0u8; TIMESTAMP_BLOCK];
+    block[0] = body_len as u8;
+    block[1..1 + body_len].copy_from_slice(&scratch[1..1 + body_len]);
     block
 }
 
@@ -142,7 +149,7 @@ impl Default for TimestampMemo {
 }
 
 impl TimestampMemo {
-    #[inline]
+    #[inline(always)]
     fn get(&mut self, ms: i64) -> &TimestampBlock {
         if self.ms[0] == ms {
             return &self.blocks[0];
@@ -150,6 +157,11 @@ impl TimestampMemo {
         if self.ms[1] == ms {
             return &self.blocks[1];
         }
+        self.miss(ms)
+    }
+
+    #[inline(never)]
+    fn miss(&mut self, ms: i64) -> &TimestampBlock {
         let i = self.next;
         self.next ^= 1;
         self.ms[i] = ms;
@@ -172,8 +184,8 @@ struct Cursor<'a> {
     pos: usize,
 }
 
-/// Room after a sized region, so that a [`TimestampBlock`] can be copied
-/// whole even when its body ends the region.
+/// Room after a sized region, so that a [`TimestampBlock`] or a word can
+/// be stored whole even when its used bytes end the region.
 const SLACK: usize = TIMESTAMP_BLOCK;
 
 /// Appends exactly `len` bytes to `buf`, written by `write` through a
@@ -192,60 +204,135 @@ fn append_sized<R>(buf: &mut Vec<u8>, len: usize, write: impl FnOnce(&mut Cursor
     r
 }
 
+/// `v` (< 2^21) as a varint in the low bytes of a word, and its length.
+/// Lengths, quantities, prices, totals and versions are this short.
+#[inline(always)]
+fn short_varint(v: u64) -> (u64, usize) {
+    debug_assert!(v < 1 << 21);
+    if v < 1 << 7 {
+        (v, 1)
+    } else if v < 1 << 14 {
+        ((v & 0x7f) | 0x80 | (v >> 7) << 8, 2)
+    } else {
+        (
+            (v & 0x7f) | 0x80 | ((v >> 7) & 0x7f | 0x80) << 8 | (v >> 14) << 16,
+            3,
+        )
+    }
+}
+
+/// Copies `v` into `out` (of the same length); short strings (most ids and
+/// names) as two overlapping fixed-size moves, which cost less than a call
+/// to memcpy.
+#[inline(always)]
+fn copy_short(out: &mut [u8], v: &[u8]) {
+    let n = v.len();
+    match n {
+        8..=16 => {
+            out[..8].copy_from_slice(&v[..8]);
+            out[n - 8..].copy_from_slice(&v[n - 8..]);
+        }
+        4..=7 => {
+            out[..4].copy_from_slice(&v[..4]);
+            out[n - 4..].copy_from_slice(&v[n - 4..]);
+        }
+        1..=3 => {
+            out[0] = v[0];
+            out[n / 2] = v[n / 2];
+            out[n - 1] = v[n - 1];
+        }
+        _ => out.copy_from_slice(v),
+    }
+}
+
 impl Cursor<'_> {
+    /// Stores the low `n` bytes of `word`. All 8 are written, in one
+    /// store: the bytes past `n` are overwritten by what follows, or fall
+    /// in the [`SLACK`] after the region.
     #[inline(always)]
-    fn byte(&mut self, b: u8) {
-        self.buf[self.pos] = b;
+    fn word(&mut self, word: u64, n: usize) {
+        self.buf[self.pos..self.pos + 8].copy_from_slice(&word.to_le_bytes());
+        self.pos += n;
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, v: u64) {
+        if v < 1 << 21 {
+            let (word, n) = short_varint(v);
+            self.word(word, n);
+        } else {
+            self.long_varint(v);
+        }
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf[self.pos] = (v as u8) | 0x80;
+            self.pos += 1;
+            v >>= 7;
+        }
+        self.buf[self.pos] = v as u8;
         self.pos += 1;
     }
 
+    /// A key and a varint (after inlining, the key is a constant and
+    /// fields up to 15 take one byte, so both are usually one store).
     #[inline(always)]
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.byte((v as u8) | 0x80);
-            v >>= 7;
+    fn key_varint(&mut self, field: u32, wire: u32, v: u64) {
+        let key = u64::from(field << 3 | wire);
+        if key < 1 << 7 && v < 1 << 21 {
+            let (word, n) = short_varint(v);
+            self.word(key | word << 8, 1 + n);
+        } else {
+            self.varint(key);
+            self.varint(v);
         }
-        self.byte(v as u8);
-    }
-
-    #[inline(always)]
-    fn key(&mut self, field: u32, wire: u32) {
-        self.varint(u64::from(field << 3 | wire));
     }
 
     #[inline(always)]
     fn raw(&mut self, v: &[u8]) {
-        self.buf[self.pos..self.pos + v.len()].copy_from_slice(v);
-        self.pos += v.len();
+        let at = self.pos;
+        copy_short(&mut self.buf[at..at + v.len()], v);
+        self.pos = at + v.len();
     }
 
     #[inline(always)]
     fn int(&mut self, field: u32, v: i64) {
         if v != 0 {
-            self.key(field, VARINT);
-            self.varint(v as u64);
+            self.key_varint(field, VARINT, v as u64);
         }
     }
 
     #[inline(always)]
     fn bytes(&mut self, field: u32, v: &[u8]) {
-        if !v.is_empty() {
-            self.key(field, LEN);
-            self.varint(v.len() as u64);
+        let n = v.len();
+        let key = u64::from(field << 3 | LEN);
+        if n == 0 {
+        } else if key < 1 << 7 && n < 1 << 7 {
+            // The usual case, a one-byte key and length: one bounds check
+            // for the whole field (the header word needs 8 bytes, the
+            // string n + 2 of them).
+            let at = self.pos;
+            let out = &mut self.buf[at..at + n + 8];
+            out[..8].copy_from_slice(&(key | (n as u64) << 8).to_le_bytes());
+            copy_short(&mut out[2..2 + n], v);
+            self.pos = at + 2 + n;
+        } else {
+            self.header(field, n);
             self.raw(v);
         }
     }
 
     #[inline(always)]
     fn header(&mut self, field: u32, len: usize) {
-        self.key(field, LEN);
-        self.varint(len as u64);
+        self.key_varint(field, LEN, len as u64);
     }
 
     /// A Timestamp field from its memoised block (needs [`SLACK`]).
     #[inline(always)]
     fn timestamp(&mut self, field: u32, block: &TimestampBlock) {
-        self.key(field, LEN);
+        self.varint(u64::from(field << 3 | LEN));
         self.buf[self.pos..self.pos + TIMESTAMP_BLOCK].copy_from_slice(block);
         self.pos += 1 + usize::from(block[0]);
     }
@@ -353,12 +440,20 @@ fn order_len(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
 /// Writes the fields of `orders.v1.Order` for `o` (`id` is its formatted
 /// order id); the offsets are relative to where the order starts.
 fn write_order_fields(
-    c: &mut Cursor<'_>,
+    out: &mut Cursor<'_>,
     st: &State,
     o: &Order,
     id: &[u8; ORDER_ID_LEN],
     times: &mut TimestampMemo,
 ) -> OrderOffsets {
+    // Works on a local cursor: through `out`, any store into the buffer
+    // might (as far as the compiler knows) change the cursor itself, which
+    // it would then reload and store back around every field.
+    let mut cursor = Cursor {
+        buf: std::mem::take(&mut out.buf),
+        pos: out.pos,
+    };
+    let c = &mut cursor;
     let currency: &[u8] = &o.currency;
     let start = c.pos;
     c.bytes(1, id);
@@ -403,6 +498,7 @@ fn write_order_fields(
     }
     c.bytes(16, o.status_reason.as_str().as_bytes());
     c.bytes(17, st.clients.name(o.client).as_bytes());
+    *out = cursor;
     OrderOffsets {
         customer_id: (customer_at - start, customer.len()),
     }
@@ -1073,6 +1169,34 @@ mod tests {
             let mut id = [0u8; ORDER_ID_LEN];
             write_order_id(key, &mut id);
             assert_eq!(std::str::from_utf8(&id).unwrap(), format!("o-{key:032x}"));
+        }
+    }
+
+    #[test]
+    fn cursor_fields_match_the_vec_writers() {
+        let text: Vec<u8> = (0..300u32).map(|i| b'a' + (i % 26) as u8).collect();
+        for field in [1, 2, 15, 16, 17, 300] {
+            for n in 0..text.len() {
+                let v = &text[..n];
+                let mut expected = Vec::new();
+                put_bytes(&mut expected, field, v);
+                assert_eq!(bytes_len(field, n), expected.len());
+                let mut got = Vec::new();
+                append_sized(&mut got, expected.len(), |c| c.bytes(field, v));
+                assert_eq!(got, expected, "field {field}, {n} bytes");
+            }
+            let mut ints = vec![0, 1, -1, i64::MIN, i64::MAX];
+            for bits in 0..63 {
+                ints.extend([(1i64 << bits) - 1, 1i64 << bits, -(1i64 << bits)]);
+            }
+            for v in ints {
+                let mut expected = Vec::new();
+                put_int(&mut expected, field, v);
+                assert_eq!(int_len(field, v), expected.len());
+                let mut got = Vec::new();
+                append_sized(&mut got, expected.len(), |c| c.int(field, v));
+                assert_eq!(got, expected, "field {field}, {v}");
+            }
         }
     }
 
