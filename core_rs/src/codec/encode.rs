@@ -26,9 +26,15 @@ pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+#[inline]
 pub fn varint_len(v: u64) -> usize {
-    // 1 byte per 7 bits, at least one.
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    if v < 0x80 {
+        return 1;
+    }
+    // 1 byte per 7 bits, at least one: ceil(bits / 7), computed as
+    // (bits * 9 + 64) / 64, which is exact for 1..=64 bits and needs no division.
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    (bits * 9 + 64) / 64
 }
 
 fn put_key(buf: &mut Vec<u8>, field: u32, wire: u32) {
@@ -92,11 +98,244 @@ pub fn timestamp_parts(ms: i64) -> (i64, i64) {
     (ms.div_euclid(1000), ms.rem_euclid(1000) * 1_000_000)
 }
 
-fn put_timestamp(buf: &mut Vec<u8>, field: u32, ms: i64) {
+/// A Timestamp body prefixed with its length byte, zero padded to a fixed
+/// size so that it is copied as one block: `[len, body.., 0..]`. The
+/// longest body (a negative `seconds` of 10 bytes, `nanos` of 5) is 17 bytes.
+type TimestampBlock = [u8; TIMESTAMP_BLOCK];
+const TIMESTAMP_BLOCK: usize = 24;
+
+fn timestamp_block(ms: i64) -> TimestampBlock {
     let (s, n) = timestamp_parts(ms);
-    put_message_header(buf, field, int_len(1, s) + int_len(2, n));
-    put_int(buf, 1, s);
-    put_int(buf, 2, n);
+    let mut scratch = [0u8; TIMESTAMP_BLOCK + SLACK];
+    let mut c = Cursor {
+        buf: &mut scratch,
+        pos: 1,
+    };
+    c.int(1, s);
+    c.int(2, n);
+    let body_len = c.pos - 1;
+    let mut block = [0u8; TIMESTAMP_BLOCK];
+    block[0] = body_len as u8;
+    block[1..1 + body_len].copy_from_slice(&scratch[1..1 + body_len]);
+    block
+}
+
+fn put_timestamp(buf: &mut Vec<u8>, field: u32, block: &TimestampBlock) {
+    put_key(buf, field, LEN);
+    buf.extend_from_slice(&block[..1 + usize::from(block[0])]);
+}
+
+/// The Timestamp blocks of the last two instants encoded. A created order
+/// carries its batch's `now` three or four times (create and update time,
+/// expiry when the TTL is 0, event time) and `now + ttl` otherwise, so two
+/// entries hit almost always; div/rem and two varints cost more than that.
+#[derive(Debug, Clone)]
+struct TimestampMemo {
+    ms: [i64; 2],
+    blocks: [TimestampBlock; 2],
+    /// The entry replaced on the next miss.
+    next: usize,
+}
+
+impl Default for TimestampMemo {
+    fn default() -> Self {
+        // An all-zero block is the (empty) encoding of 0 ms.
+        Self {
+            ms: [0; 2],
+            blocks: [[0; TIMESTAMP_BLOCK]; 2],
+            next: 0,
+        }
+    }
+}
+
+impl TimestampMemo {
+    #[inline(always)]
+    fn get(&mut self, ms: i64) -> &TimestampBlock {
+        if self.ms[0] == ms {
+            return &self.blocks[0];
+        }
+        if self.ms[1] == ms {
+            return &self.blocks[1];
+        }
+        self.miss(ms)
+    }
+
+    #[inline(never)]
+    fn miss(&mut self, ms: i64) -> &TimestampBlock {
+        let i = self.next;
+        self.next ^= 1;
+        self.ms[i] = ms;
+        self.blocks[i] = timestamp_block(ms);
+        &self.blocks[i]
+    }
+
+    /// Encoded size of a Timestamp field holding `ms`.
+    fn field_len(&mut self, field: u32, ms: i64) -> usize {
+        key_len(field) + 1 + usize::from(self.get(ms)[0])
+    }
+}
+
+/// Writes protobuf fields into a region reserved in advance for exactly
+/// what follows (see [`append_sized`]): a byte is a plain store and the
+/// position stays in a register, where `Vec::push` checks the capacity
+/// and writes the length back for every byte.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+/// Room after a sized region, so that a [`TimestampBlock`] or a word can
+/// be stored whole even when its used bytes end the region.
+const SLACK: usize = TIMESTAMP_BLOCK;
+
+/// Appends exactly `len` bytes to `buf`, written by `write` through a
+/// cursor that starts at the old end; returns what `write` returns.
+fn append_sized<R>(buf: &mut Vec<u8>, len: usize, write: impl FnOnce(&mut Cursor<'_>) -> R) -> R {
+    let start = buf.len();
+    buf.resize(start + len + SLACK, 0);
+    let mut c = Cursor {
+        buf: &mut buf[start..],
+        pos: 0,
+    };
+    let r = write(&mut c);
+    // A length computed wrong would leave zeros or lose bytes: fail loudly.
+    assert_eq!(c.pos, len, "encoded length differs from the computed one");
+    buf.truncate(start + len);
+    r
+}
+
+/// `v` (< 2^21) as a varint in the low bytes of a word, and its length.
+/// Lengths, quantities, prices, totals and versions are this short.
+#[inline(always)]
+fn short_varint(v: u64) -> (u64, usize) {
+    debug_assert!(v < 1 << 21);
+    if v < 1 << 7 {
+        (v, 1)
+    } else if v < 1 << 14 {
+        ((v & 0x7f) | 0x80 | (v >> 7) << 8, 2)
+    } else {
+        (
+            (v & 0x7f) | 0x80 | ((v >> 7) & 0x7f | 0x80) << 8 | (v >> 14) << 16,
+            3,
+        )
+    }
+}
+
+/// Copies `v` into `out` (of the same length); short strings (most ids and
+/// names) as two overlapping fixed-size moves, which cost less than a call
+/// to memcpy.
+#[inline(always)]
+fn copy_short(out: &mut [u8], v: &[u8]) {
+    let n = v.len();
+    match n {
+        8..=16 => {
+            out[..8].copy_from_slice(&v[..8]);
+            out[n - 8..].copy_from_slice(&v[n - 8..]);
+        }
+        4..=7 => {
+            out[..4].copy_from_slice(&v[..4]);
+            out[n - 4..].copy_from_slice(&v[n - 4..]);
+        }
+        1..=3 => {
+            out[0] = v[0];
+            out[n / 2] = v[n / 2];
+            out[n - 1] = v[n - 1];
+        }
+        _ => out.copy_from_slice(v),
+    }
+}
+
+impl Cursor<'_> {
+    /// Stores the low `n` bytes of `word`. All 8 are written, in one
+    /// store: the bytes past `n` are overwritten by what follows, or fall
+    /// in the [`SLACK`] after the region.
+    #[inline(always)]
+    fn word(&mut self, word: u64, n: usize) {
+        self.buf[self.pos..self.pos + 8].copy_from_slice(&word.to_le_bytes());
+        self.pos += n;
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, v: u64) {
+        if v < 1 << 21 {
+            let (word, n) = short_varint(v);
+            self.word(word, n);
+        } else {
+            self.long_varint(v);
+        }
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf[self.pos] = (v as u8) | 0x80;
+            self.pos += 1;
+            v >>= 7;
+        }
+        self.buf[self.pos] = v as u8;
+        self.pos += 1;
+    }
+
+    /// A key and a varint (after inlining, the key is a constant and
+    /// fields up to 15 take one byte, so both are usually one store).
+    #[inline(always)]
+    fn key_varint(&mut self, field: u32, wire: u32, v: u64) {
+        let key = u64::from(field << 3 | wire);
+        if key < 1 << 7 && v < 1 << 21 {
+            let (word, n) = short_varint(v);
+            self.word(key | word << 8, 1 + n);
+        } else {
+            self.varint(key);
+            self.varint(v);
+        }
+    }
+
+    #[inline(always)]
+    fn raw(&mut self, v: &[u8]) {
+        let at = self.pos;
+        copy_short(&mut self.buf[at..at + v.len()], v);
+        self.pos = at + v.len();
+    }
+
+    #[inline(always)]
+    fn int(&mut self, field: u32, v: i64) {
+        if v != 0 {
+            self.key_varint(field, VARINT, v as u64);
+        }
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, field: u32, v: &[u8]) {
+        let n = v.len();
+        let key = u64::from(field << 3 | LEN);
+        if n == 0 {
+        } else if key < 1 << 7 && n < 1 << 7 {
+            // The usual case, a one-byte key and length: one bounds check
+            // for the whole field (the header word needs 8 bytes, the
+            // string n + 2 of them).
+            let at = self.pos;
+            let out = &mut self.buf[at..at + n + 8];
+            out[..8].copy_from_slice(&(key | (n as u64) << 8).to_le_bytes());
+            copy_short(&mut out[2..2 + n], v);
+            self.pos = at + 2 + n;
+        } else {
+            self.header(field, n);
+            self.raw(v);
+        }
+    }
+
+    #[inline(always)]
+    fn header(&mut self, field: u32, len: usize) {
+        self.key_varint(field, LEN, len as u64);
+    }
+
+    /// A Timestamp field from its memoised block (needs [`SLACK`]).
+    #[inline(always)]
+    fn timestamp(&mut self, field: u32, block: &TimestampBlock) {
+        self.varint(u64::from(field << 3 | LEN));
+        self.buf[self.pos..self.pos + TIMESTAMP_BLOCK].copy_from_slice(block);
+        self.pos += 1 + usize::from(block[0]);
+    }
 }
 
 /// Writes the decimal digits of `v` (>= 0) into `out`; returns how many.
@@ -125,73 +364,141 @@ pub struct OrderOffsets {
 
 /// Appends `orders.v1.Order` for `o` to `buf`.
 pub fn write_order(buf: &mut Vec<u8>, st: &State, o: &Order) -> OrderOffsets {
+    write_order_memo(buf, st, o, &mut TimestampMemo::default())
+}
+
+fn write_order_memo(
+    buf: &mut Vec<u8>,
+    st: &State,
+    o: &Order,
+    times: &mut TimestampMemo,
+) -> OrderOffsets {
     let mut id = [0u8; ORDER_ID_LEN];
     write_order_id(o.key, &mut id);
+    let len = order_len(st, o, times);
+    append_sized(buf, len, |c| write_order_fields(c, st, o, &id, times))
+}
+
+/// The SKU of line `line` of `o` ("" for an index out of range).
+fn line_sku<'a>(st: &'a State, o: &Order, line: u32) -> &'a [u8] {
+    o.lines
+        .get(line as usize)
+        .map_or("", |l| st.skus.name(l.sku))
+        .as_bytes()
+}
+
+fn line_len(sku: &[u8], line: &Line, currency: &[u8]) -> usize {
+    bytes_len(1, sku.len())
+        + int_len(2, line.quantity)
+        + int_len(3, line.unit_price_minor)
+        + bytes_len(4, currency.len())
+}
+
+fn allocation_len(sku: &[u8], loc: &[u8], a: &Allocation) -> usize {
+    int_len(1, i64::from(a.line))
+        + bytes_len(2, sku.len())
+        + bytes_len(3, loc.len())
+        + int_len(4, a.quantity)
+}
+
+fn backorder_len(sku: &[u8], b: &Backorder) -> usize {
+    int_len(1, i64::from(b.line)) + bytes_len(2, sku.len()) + int_len(3, b.quantity)
+}
+
+/// The encoded size of `orders.v1.Order` for `o`: what
+/// [`write_order_fields`] writes.
+fn order_len(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
     let currency: &[u8] = &o.currency;
-    let start = buf.len();
-    put_bytes(buf, 1, &id);
-    put_bytes(buf, 2, o.request_id().as_bytes());
-    let customer = o.customer_id().as_bytes();
-    let customer_at = if customer.is_empty() {
-        buf.len()
-    } else {
-        buf.len() + key_len(3) + varint_len(customer.len() as u64)
-    };
-    put_bytes(buf, 3, customer);
-    put_bytes(buf, 4, st.regions.name(o.region).as_bytes());
+    let mut len = bytes_len(1, ORDER_ID_LEN)
+        + bytes_len(2, o.request_id().len())
+        + bytes_len(3, o.customer_id().len())
+        + bytes_len(4, st.regions.name(o.region).len());
     for line in &o.lines {
         let sku = st.skus.name(line.sku).as_bytes();
-        let len = bytes_len(1, sku.len())
-            + int_len(2, line.quantity)
-            + int_len(3, line.unit_price_minor)
-            + bytes_len(4, currency.len());
-        put_message_header(buf, 5, len);
-        put_bytes(buf, 1, sku);
-        put_int(buf, 2, line.quantity);
-        put_int(buf, 3, line.unit_price_minor);
-        put_bytes(buf, 4, currency);
+        len += message_len(5, line_len(sku, line, currency));
     }
-    put_int(buf, 6, i64::from(o.policy));
-    put_int(buf, 7, o.status as i64);
-    put_int(buf, 8, o.version);
+    len += int_len(6, i64::from(o.policy)) + int_len(7, o.status as i64) + int_len(8, o.version);
     for a in &o.allocations {
-        let sku = o
-            .lines
-            .get(a.line as usize)
-            .map_or("", |l| st.skus.name(l.sku))
-            .as_bytes();
+        let sku = line_sku(st, o, a.line);
         let loc = st.locations.name(a.loc).as_bytes();
-        let len = int_len(1, i64::from(a.line))
-            + bytes_len(2, sku.len())
-            + bytes_len(3, loc.len())
-            + int_len(4, a.quantity);
-        put_message_header(buf, 9, len);
-        put_int(buf, 1, i64::from(a.line));
-        put_bytes(buf, 2, sku);
-        put_bytes(buf, 3, loc);
-        put_int(buf, 4, a.quantity);
+        len += message_len(9, allocation_len(sku, loc, a));
     }
     for b in &o.backorders {
-        let sku = o
-            .lines
-            .get(b.line as usize)
-            .map_or("", |l| st.skus.name(l.sku))
-            .as_bytes();
-        let len = int_len(1, i64::from(b.line)) + bytes_len(2, sku.len()) + int_len(3, b.quantity);
-        put_message_header(buf, 10, len);
-        put_int(buf, 1, i64::from(b.line));
-        put_bytes(buf, 2, sku);
-        put_int(buf, 3, b.quantity);
+        len += message_len(10, backorder_len(line_sku(st, o, b.line), b));
     }
-    put_int(buf, 11, o.total_minor);
-    put_bytes(buf, 12, currency);
-    put_timestamp(buf, 13, o.create_ms);
-    put_timestamp(buf, 14, o.update_ms);
+    len += int_len(11, o.total_minor)
+        + bytes_len(12, currency.len())
+        + times.field_len(13, o.create_ms)
+        + times.field_len(14, o.update_ms);
     if let Some(at) = o.expire_ms {
-        put_timestamp(buf, 15, at);
+        len += times.field_len(15, at);
     }
-    put_bytes(buf, 16, o.status_reason.as_str().as_bytes());
-    put_bytes(buf, 17, st.clients.name(o.client).as_bytes());
+    len + bytes_len(16, o.status_reason.as_str().len())
+        + bytes_len(17, st.clients.name(o.client).len())
+}
+
+/// Writes the fields of `orders.v1.Order` for `o` (`id` is its formatted
+/// order id); the offsets are relative to where the order starts.
+fn write_order_fields(
+    out: &mut Cursor<'_>,
+    st: &State,
+    o: &Order,
+    id: &[u8; ORDER_ID_LEN],
+    times: &mut TimestampMemo,
+) -> OrderOffsets {
+    // Works on a local cursor: through `out`, any store into the buffer
+    // might (as far as the compiler knows) change the cursor itself, which
+    // it would then reload and store back around every field.
+    let mut cursor = Cursor {
+        buf: std::mem::take(&mut out.buf),
+        pos: out.pos,
+    };
+    let c = &mut cursor;
+    let currency: &[u8] = &o.currency;
+    let start = c.pos;
+    c.bytes(1, id);
+    c.bytes(2, o.request_id().as_bytes());
+    let customer = o.customer_id().as_bytes();
+    c.bytes(3, customer);
+    let customer_at = c.pos - customer.len();
+    c.bytes(4, st.regions.name(o.region).as_bytes());
+    for line in &o.lines {
+        let sku = st.skus.name(line.sku).as_bytes();
+        c.header(5, line_len(sku, line, currency));
+        c.bytes(1, sku);
+        c.int(2, line.quantity);
+        c.int(3, line.unit_price_minor);
+        c.bytes(4, currency);
+    }
+    c.int(6, i64::from(o.policy));
+    c.int(7, o.status as i64);
+    c.int(8, o.version);
+    for a in &o.allocations {
+        let sku = line_sku(st, o, a.line);
+        let loc = st.locations.name(a.loc).as_bytes();
+        c.header(9, allocation_len(sku, loc, a));
+        c.int(1, i64::from(a.line));
+        c.bytes(2, sku);
+        c.bytes(3, loc);
+        c.int(4, a.quantity);
+    }
+    for b in &o.backorders {
+        let sku = line_sku(st, o, b.line);
+        c.header(10, backorder_len(sku, b));
+        c.int(1, i64::from(b.line));
+        c.bytes(2, sku);
+        c.int(3, b.quantity);
+    }
+    c.int(11, o.total_minor);
+    c.bytes(12, currency);
+    c.timestamp(13, times.get(o.create_ms));
+    c.timestamp(14, times.get(o.update_ms));
+    if let Some(at) = o.expire_ms {
+        c.timestamp(15, times.get(at));
+    }
+    c.bytes(16, o.status_reason.as_str().as_bytes());
+    c.bytes(17, st.clients.name(o.client).as_bytes());
+    *out = cursor;
     OrderOffsets {
         customer_id: (customer_at - start, customer.len()),
     }
@@ -509,6 +816,7 @@ pub struct ResultWriter {
     latest: Vec<Option<OrderRowRec>>,
     /// The order carried by the current command's first order event.
     command_order: Option<Range<usize>>,
+    times: TimestampMemo,
 }
 
 impl ResultWriter {
@@ -574,7 +882,7 @@ impl ResultWriter {
 
     fn encode_order_row(&mut self, st: &State, o: &Order) -> OrderRowRec {
         let start = self.out.arena.len();
-        let offsets = write_order(&mut self.out.arena, st, o);
+        let offsets = write_order_memo(&mut self.out.arena, st, o, &mut self.times);
         let len = self.out.arena.len() - start;
         self.order_row(o, start, len, offsets)
     }
@@ -614,16 +922,28 @@ impl ResultWriter {
         let start = self.out.arena.len();
         let mut item = std::mem::take(&mut self.scratch);
         for it in items {
-            item.clear();
-            put_bytes(&mut item, 1, it.request_id.as_bytes());
-            match &it.result {
-                Ok(key) => {
-                    if let Some(o) = st.orders.get(key) {
-                        let mut body = Vec::new();
-                        write_order(&mut body, st, o);
-                        put_message(&mut item, 2, &body);
-                    }
+            let request_id = it.request_id.as_bytes();
+            if let Ok(key) = &it.result {
+                if let Some(o) = st.orders.get(key) {
+                    // The order is written in place (see `order_event`).
+                    let mut id = [0u8; ORDER_ID_LEN];
+                    write_order_id(o.key, &mut id);
+                    let times = &mut self.times;
+                    let order_len = order_len(st, o, times);
+                    let item_len = bytes_len(1, request_id.len()) + message_len(2, order_len);
+                    append_sized(&mut self.out.arena, message_len(1, item_len), |c| {
+                        c.header(1, item_len);
+                        c.bytes(1, request_id);
+                        c.header(2, order_len);
+                        write_order_fields(c, st, o, &id, times);
+                    });
+                    continue;
                 }
+            }
+            item.clear();
+            put_bytes(&mut item, 1, request_id);
+            match &it.result {
+                Ok(_) => {}
                 Err(e) => {
                     let mut body = Vec::new();
                     write_error(&mut body, e);
@@ -641,33 +961,42 @@ impl ResultWriter {
 impl Sink for ResultWriter {
     fn order_event(&mut self, st: &State, o: &Order, now_ms: i64) {
         // OrderEvent { event_id = 1, type = 2, order = 3, event_time = 4 },
-        // written around the order's bytes so they serve as row and response too.
-        let mut body = std::mem::take(&mut self.scratch);
-        body.clear();
-        let offsets = write_order(&mut body, st, o);
-        // "<order_id>:<version>" on the stack.
-        let mut event_id = [0u8; ORDER_ID_LEN + 1 + 20];
+        // written around the order's bytes so they serve as row and response
+        // too. Its size is computed first, so that the order is written in
+        // place, not copied in after its length is known.
         let mut id = [0u8; ORDER_ID_LEN];
         write_order_id(o.key, &mut id);
+        // "<order_id>:<version>" on the stack.
+        let mut event_id = [0u8; ORDER_ID_LEN + 1 + 20];
         event_id[..ORDER_ID_LEN].copy_from_slice(&id);
         event_id[ORDER_ID_LEN] = b':';
         let digits = write_decimal(o.version, &mut event_id[ORDER_ID_LEN + 1..]);
         let id_len = ORDER_ID_LEN + 1 + digits;
         let event_id = &event_id[..id_len];
 
+        let times = &mut self.times;
+        let order_len = order_len(st, o, times);
+        let status = o.status as i64;
+        let payload_len = bytes_len(1, id_len)
+            + int_len(2, status)
+            + message_len(3, order_len)
+            + times.field_len(4, now_ms);
         let arena = &mut self.out.arena;
         let payload_start = arena.len();
-        put_bytes(arena, 1, event_id);
+        let (order_at, offsets) = append_sized(arena, payload_len, |c| {
+            c.bytes(1, event_id);
+            c.int(2, status);
+            c.header(3, order_len);
+            let order_at = c.pos;
+            let offsets = write_order_fields(c, st, o, &id, times);
+            c.timestamp(4, times.get(now_ms));
+            (order_at, offsets)
+        });
+        // The event id is short: its key and length are one byte each.
         let id_range = payload_start + 2..payload_start + 2 + id_len;
-        put_int(arena, 2, o.status as i64);
-        put_message_header(arena, 3, body.len());
-        let order_start = arena.len();
-        arena.extend_from_slice(&body);
-        put_timestamp(arena, 4, now_ms);
         let payload = payload_start..arena.len();
-        self.scratch = body;
 
-        let row = self.order_row(o, order_start, self.scratch.len(), offsets);
+        let row = self.order_row(o, payload_start + order_at, order_len, offsets);
         if self.command_order.is_none() {
             self.command_order = Some(row.order.clone());
         }
@@ -703,7 +1032,7 @@ impl Sink for ResultWriter {
         put_int(arena, 2, reason as i64);
         put_message_header(arena, 3, stock_level_len(sku_name, loc_name, cell));
         stock_level_body(arena, sku_name, loc_name, cell);
-        put_timestamp(arena, 4, now_ms);
+        put_timestamp(arena, 4, self.times.get(now_ms));
         let end = arena.len();
         self.out.events.push(EventRec {
             subject: "inventory.v1.stock_changed",
@@ -807,6 +1136,117 @@ impl Sink for ResultWriter {
             write_region(&mut self.out.arena, st, region);
             let end = self.out.arena.len();
             self.out.region_rows.push(start..end);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_len_matches_the_encoding() {
+        let mut values = vec![0u64, u64::MAX, (-1i64) as u64];
+        for bits in 0..64 {
+            values.extend([(1u64 << bits) - 1, 1u64 << bits, (1u64 << bits) + 1]);
+        }
+        for v in values {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, v);
+            assert_eq!(varint_len(v), buf.len(), "{v}");
+        }
+    }
+
+    #[test]
+    fn order_id_is_o_dash_and_32_lowercase_hex_digits() {
+        let mut keys = vec![0u128, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210];
+        let mut x = 0x9e37_79b9_7f4a_7c15_u128;
+        for _ in 0..1000 {
+            x = x.wrapping_mul(0x2545_f491_4f6c_dd1d_2545_f491_4f6c_dd1d) ^ (x >> 61);
+            keys.push(x);
+        }
+        for key in keys {
+            let mut id = [0u8; ORDER_ID_LEN];
+            write_order_id(key, &mut id);
+            assert_eq!(std::str::from_utf8(&id).unwrap(), format!("o-{key:032x}"));
+        }
+    }
+
+    #[test]
+    fn cursor_fields_match_the_vec_writers() {
+        let text: Vec<u8> = (0..300u32).map(|i| b'a' + (i % 26) as u8).collect();
+        for field in [1, 2, 15, 16, 17, 300] {
+            for n in 0..text.len() {
+                let v = &text[..n];
+                let mut expected = Vec::new();
+                put_bytes(&mut expected, field, v);
+                assert_eq!(bytes_len(field, n), expected.len());
+                let mut got = Vec::new();
+                append_sized(&mut got, expected.len(), |c| c.bytes(field, v));
+                assert_eq!(got, expected, "field {field}, {n} bytes");
+            }
+            let mut ints = vec![0, 1, -1, i64::MIN, i64::MAX];
+            for bits in 0..63 {
+                ints.extend([(1i64 << bits) - 1, 1i64 << bits, -(1i64 << bits)]);
+            }
+            for v in ints {
+                let mut expected = Vec::new();
+                put_int(&mut expected, field, v);
+                assert_eq!(int_len(field, v), expected.len());
+                let mut got = Vec::new();
+                append_sized(&mut got, expected.len(), |c| c.int(field, v));
+                assert_eq!(got, expected, "field {field}, {v}");
+            }
+        }
+    }
+
+    /// The straightforward encoding the memo replaces.
+    fn timestamp_field(field: u32, ms: i64) -> Vec<u8> {
+        let (s, n) = timestamp_parts(ms);
+        let mut body = Vec::new();
+        put_int(&mut body, 1, s);
+        put_int(&mut body, 2, n);
+        let mut out = Vec::new();
+        put_message(&mut out, field, &body);
+        out
+    }
+
+    #[test]
+    fn memoised_timestamps_match_the_direct_encoding() {
+        let instants = [
+            0,
+            1,
+            -1,
+            999,
+            1000,
+            -999,
+            -1000,
+            -1001,
+            1_700_000_000_123,
+            1_700_000_000_000,
+            -1_234_567,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ];
+        let mut memo = TimestampMemo::default();
+        // Every instant after every other, so that hits and misses (and
+        // both entries) are exercised.
+        for &a in &instants {
+            for &b in &instants {
+                for ms in [a, b, a, a, b] {
+                    let expected = timestamp_field(13, ms);
+                    assert_eq!(memo.field_len(13, ms), expected.len(), "{ms}");
+                    let mut cursor_out = Vec::new();
+                    append_sized(&mut cursor_out, expected.len(), |c| {
+                        c.timestamp(13, memo.get(ms))
+                    });
+                    assert_eq!(cursor_out, expected, "{ms}");
+                    let mut vec_out = Vec::new();
+                    put_timestamp(&mut vec_out, 13, memo.get(ms));
+                    assert_eq!(vec_out, expected, "{ms}");
+                }
+            }
         }
     }
 }
