@@ -389,7 +389,7 @@ fn line_sku<'a>(st: &'a State, o: &Order, line: u32) -> &'a [u8] {
 
 fn line_len(sku: &[u8], line: &Line, currency: &[u8]) -> usize {
     bytes_len(1, sku.len())
-        + int_len(2, line.quantity)
+        + int_len(2, i64::from(line.quantity))
         + int_len(3, line.unit_price_minor)
         + bytes_len(4, currency.len())
 }
@@ -398,11 +398,11 @@ fn allocation_len(sku: &[u8], loc: &[u8], a: &Allocation) -> usize {
     int_len(1, i64::from(a.line))
         + bytes_len(2, sku.len())
         + bytes_len(3, loc.len())
-        + int_len(4, a.quantity)
+        + int_len(4, i64::from(a.quantity))
 }
 
 fn backorder_len(sku: &[u8], b: &Backorder) -> usize {
-    int_len(1, i64::from(b.line)) + bytes_len(2, sku.len()) + int_len(3, b.quantity)
+    int_len(1, i64::from(b.line)) + bytes_len(2, sku.len()) + int_len(3, i64::from(b.quantity))
 }
 
 /// The encoded size of `orders.v1.Order` for `o`: what
@@ -466,7 +466,7 @@ fn write_order_fields(
         let sku = st.skus.name(line.sku).as_bytes();
         c.header(5, line_len(sku, line, currency));
         c.bytes(1, sku);
-        c.int(2, line.quantity);
+        c.int(2, i64::from(line.quantity));
         c.int(3, line.unit_price_minor);
         c.bytes(4, currency);
     }
@@ -480,14 +480,14 @@ fn write_order_fields(
         c.int(1, i64::from(a.line));
         c.bytes(2, sku);
         c.bytes(3, loc);
-        c.int(4, a.quantity);
+        c.int(4, i64::from(a.quantity));
     }
     for b in &o.backorders {
         let sku = line_sku(st, o, b.line);
         c.header(10, backorder_len(sku, b));
         c.int(1, i64::from(b.line));
         c.bytes(2, sku);
-        c.int(3, b.quantity);
+        c.int(3, i64::from(b.quantity));
     }
     c.int(11, o.total_minor);
     c.bytes(12, currency);

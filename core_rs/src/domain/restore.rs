@@ -4,6 +4,7 @@
 use rustc_hash::FxHashSet;
 
 use super::ids::parse_order_id;
+use super::limits::MAX_QUANTITY_PER_LINE;
 use super::model::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -208,6 +209,13 @@ fn build_order(st: &mut State, rec: OrderRec) -> Result<Order, String> {
     if rec.lines.is_empty() {
         return Err(format!("order {id}: no lines"));
     }
+    let quantity = |q: i64| -> Result<Quantity, String> {
+        if (0..=MAX_QUANTITY_PER_LINE).contains(&q) {
+            Ok(q as Quantity)
+        } else {
+            Err(format!("order {id}: quantity {q} out of range"))
+        }
+    };
     let currency = <[u8; 3]>::try_from(rec.currency.as_bytes())
         .map_err(|_| format!("order {id}: malformed currency"))?;
     let mut lines = Vec::with_capacity(rec.lines.len());
@@ -221,7 +229,7 @@ fn build_order(st: &mut State, rec: OrderRec) -> Result<Order, String> {
         }
         lines.push(Line {
             sku: st.skus.intern(&l.sku),
-            quantity: l.quantity,
+            quantity: quantity(l.quantity)?,
             unit_price_minor: l.unit_price_minor,
         });
     }
@@ -243,7 +251,7 @@ fn build_order(st: &mut State, rec: OrderRec) -> Result<Order, String> {
         allocations.push(Allocation {
             line,
             loc,
-            quantity: a.quantity,
+            quantity: quantity(a.quantity)?,
         });
     }
     let mut backorders = Vec::with_capacity(rec.backorders.len());
@@ -254,7 +262,7 @@ fn build_order(st: &mut State, rec: OrderRec) -> Result<Order, String> {
         }
         backorders.push(Backorder {
             line,
-            quantity: b.quantity,
+            quantity: quantity(b.quantity)?,
         });
     }
     let client = st.clients.intern(&rec.client_id);
@@ -279,7 +287,7 @@ fn build_order(st: &mut State, rec: OrderRec) -> Result<Order, String> {
         status,
         version: rec.version,
         allocations: allocations.into_iter().collect(),
-        backorders,
+        backorders: backorders.into_iter().collect(),
         total_minor: rec.total_minor,
         create_ms: rec.create_ms,
         update_ms: rec.update_ms,

@@ -121,7 +121,7 @@ impl Engine {
         let plan = std::mem::take(&mut self.scratch_plan);
         for a in &plan {
             let sku = skus[a.line as usize].unwrap_or_default();
-            self.write_stock(sku, a.loc, |c| c.reserved += a.quantity);
+            self.write_stock(sku, a.loc, |c| c.reserved += i64::from(a.quantity));
         }
 
         let client_id = self.client_index(client);
@@ -136,7 +136,7 @@ impl Engine {
                 total += l.quantity * l.unit_price_minor;
                 Line {
                     sku: s.unwrap_or_default(),
-                    quantity: l.quantity,
+                    quantity: to_quantity(l.quantity),
                     unit_price_minor: l.unit_price_minor,
                 }
             })
@@ -148,10 +148,10 @@ impl Engine {
         } else {
             0
         };
-        let backorders: Vec<Backorder> = if status == Status::Backordered {
-            self.scratch_short.clone()
+        let backorders: ThinVec<Backorder> = if status == Status::Backordered {
+            ThinVec::from(self.scratch_short.as_slice())
         } else {
-            Vec::new()
+            ThinVec::new()
         };
         let allocations: OrderAllocations = if status == Status::Rejected {
             OrderAllocations::new()
@@ -280,7 +280,7 @@ impl Engine {
             plan.extend(lines.iter().enumerate().map(|(i, l)| Allocation {
                 line: i as u32,
                 loc,
-                quantity: l.quantity,
+                quantity: to_quantity(l.quantity),
             }));
             return Status::Allocated;
         }
@@ -303,14 +303,14 @@ impl Engine {
                 plan.push(Allocation {
                     line: i as u32,
                     loc,
-                    quantity: take,
+                    quantity: to_quantity(take),
                 });
                 remaining -= take;
             }
             if remaining > 0 {
                 self.scratch_short.push(Backorder {
                     line: i as u32,
-                    quantity: remaining,
+                    quantity: to_quantity(remaining),
                 });
             }
         }
@@ -323,6 +323,12 @@ impl Engine {
             Status::Rejected
         }
     }
+}
+
+/// A validated quantity (1..=MAX_QUANTITY_PER_LINE, or a part of one) in
+/// its stored width; validation runs first, so the clamp never changes it.
+fn to_quantity(v: i64) -> Quantity {
+    v.clamp(0, i64::from(Quantity::MAX)) as Quantity
 }
 
 /// The first body field in which a replayed create differs from the stored
@@ -342,7 +348,7 @@ fn first_body_difference(
     let same_lines = order.lines.len() == lines.len()
         && order.lines.iter().zip(lines).all(|(a, b)| {
             st.skus.name(a.sku) == b.sku
-                && a.quantity == b.quantity
+                && i64::from(a.quantity) == b.quantity
                 && a.unit_price_minor == b.unit_price_minor
                 && order.currency_str() == b.currency
         });

@@ -138,13 +138,13 @@ impl Engine {
             let mut filled = vec![0i64; o.lines.len()];
             for a in &o.allocations {
                 match filled.get_mut(a.line as usize) {
-                    Some(f) => *f += a.quantity,
+                    Some(f) => *f += i64::from(a.quantity),
                     None => return Err(format!("order {id}: allocation of unknown line")),
                 }
             }
             for b in &o.backorders {
                 if let Some(f) = filled.get_mut(b.line as usize) {
-                    *f += b.quantity;
+                    *f += i64::from(b.quantity);
                 }
             }
             match o.status {
@@ -170,7 +170,10 @@ impl Engine {
             if matches!(
                 o.status,
                 Status::Allocated | Status::Backordered | Status::Confirmed | Status::Shipped
-            ) && filled.iter().zip(&o.lines).any(|(f, l)| *f != l.quantity)
+            ) && filled
+                .iter()
+                .zip(&o.lines)
+                .any(|(f, l)| *f != i64::from(l.quantity))
             {
                 return Err(format!(
                     "order {id}: allocations plus backorders differ from the lines"
@@ -200,7 +203,7 @@ pub fn live_reservations(st: &State) -> FxHashMap<(SkuId, LocId), i64> {
         }
         for a in &o.allocations {
             if let Some(line) = o.lines.get(a.line as usize) {
-                *sums.entry((line.sku, a.loc)).or_insert(0) += a.quantity;
+                *sums.entry((line.sku, a.loc)).or_insert(0) += i64::from(a.quantity);
             }
         }
     }

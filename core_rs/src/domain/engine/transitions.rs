@@ -66,8 +66,8 @@ impl Engine {
         let (allocations, skus) = self.allocations_with_skus(key);
         for (a, sku) in allocations.iter().zip(skus) {
             self.write_stock(sku, a.loc, |c| {
-                c.on_hand -= a.quantity;
-                c.reserved -= a.quantity;
+                c.on_hand -= i64::from(a.quantity);
+                c.reserved -= i64::from(a.quantity);
             });
         }
         if let Some(o) = self.state.orders.get_mut(&key) {
@@ -126,7 +126,7 @@ impl Engine {
         }
         let (allocations, skus) = self.allocations_with_skus(key);
         for (a, &sku) in allocations.iter().zip(&skus) {
-            self.write_stock(sku, a.loc, |c| c.reserved -= a.quantity);
+            self.write_stock(sku, a.loc, |c| c.reserved -= i64::from(a.quantity));
         }
         if let Some(o) = self.state.orders.get_mut(&key) {
             o.status = status;
@@ -233,7 +233,8 @@ impl Engine {
             if missing <= 0 {
                 continue;
             }
-            let take = missing.min(available);
+            // At most `missing`, so it fits a Quantity.
+            let take = missing.min(Quantity::try_from(available).unwrap_or(Quantity::MAX));
             self.touch_order(key);
             let mut complete = false;
             if let Some(o) = self.state.orders.get_mut(&key) {
@@ -249,7 +250,7 @@ impl Engine {
             if complete {
                 self.queue_remove(region, sku, pos);
             }
-            self.write_stock(sku, loc, |c| c.reserved += take);
+            self.write_stock(sku, loc, |c| c.reserved += i64::from(take));
             served.push(key);
         }
         let ttl_ms = self
@@ -280,7 +281,7 @@ impl Engine {
 /// Adds `quantity` of `line` at `loc`: to the existing allocation of that line
 /// and location, else as a new one after the line's others (the list stays
 /// ordered by line index).
-fn add_allocation(allocations: &mut OrderAllocations, line: u32, loc: LocId, quantity: i64) {
+fn add_allocation(allocations: &mut OrderAllocations, line: u32, loc: LocId, quantity: Quantity) {
     if let Some(a) = allocations
         .iter_mut()
         .find(|a| a.line == line && a.loc == loc)
