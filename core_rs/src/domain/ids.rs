@@ -38,6 +38,49 @@ fn is_id_byte(b: u8) -> bool {
     ID_BYTES[b as usize]
 }
 
+/// True when `ok` holds for 8-byte little-endian words that together cover
+/// every byte of `bytes` and contain no other byte (the words of a string
+/// that is not a multiple of 8 long overlap; strings shorter than 8 repeat
+/// some of their bytes). A per-word test (`ok`) must therefore be a test of
+/// each byte of the word. Most ids are 2-16 bytes: one or two words instead
+/// of a loop over bytes.
+#[inline(always)]
+pub(crate) fn all_words(bytes: &[u8], ok: impl Fn(u64) -> bool) -> bool {
+    let n = bytes.len();
+    if n >= 8 {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            if !ok(u64::from_le_bytes(chunk.try_into().expect("8 bytes"))) {
+                return false;
+            }
+        }
+        chunks.remainder().is_empty()
+            || ok(u64::from_le_bytes(
+                bytes[n - 8..].try_into().expect("8 bytes"),
+            ))
+    } else if n >= 4 {
+        let first = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let last = u32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes"));
+        ok(u64::from(first) | u64::from(last) << 32)
+    } else if n > 0 {
+        // Bytes 0, n/2 and n-1 are every byte of a 1-3 byte string.
+        let three =
+            u64::from(bytes[0]) | u64::from(bytes[n / 2]) << 8 | u64::from(bytes[n - 1]) << 16;
+        ok(three | three << 24 | three << 48)
+    } else {
+        true
+    }
+}
+
+/// The high bit of every byte of a word.
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// True when every byte is ASCII (< 0x80).
+#[inline]
+pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
+    all_words(bytes, |w| w & HIGH_BITS == 0)
+}
+
 /// `xxh3_128(client_id ‖ 0x00 ‖ request_id)`, seed 0. The separator makes
 /// ("a", "bc") and ("ab", "c") different keys.
 pub fn order_key(client_id: &str, request_id: &str) -> u128 {
@@ -308,6 +351,35 @@ mod tests {
         );
         assert!(id_violation("a b", 64).is_some());
         assert!(id_violation("é", 64).is_some());
+    }
+
+    #[test]
+    fn words_cover_every_byte_of_every_length() {
+        for len in 0..40 {
+            assert!(is_ascii(&vec![b'a'; len]));
+            for at in 0..len {
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = 0x80;
+                assert!(!is_ascii(&bytes), "len {len}, non-ASCII at {at}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn is_ascii_is_every_byte_below_0x80(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)
+        ) {
+            proptest::prop_assert_eq!(is_ascii(&bytes), bytes.iter().all(|&b| b < 0x80));
+        }
+
+        #[test]
+        fn is_ascii_of_mostly_ascii_bytes(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![9 => 0u8..0x80, 1 => 0x80u8..=0xff], 0..40)
+        ) {
+            proptest::prop_assert_eq!(is_ascii(&bytes), bytes.iter().all(|&b| b < 0x80));
+        }
     }
 
     #[test]
