@@ -38,47 +38,33 @@ fn is_id_byte(b: u8) -> bool {
     ID_BYTES[b as usize]
 }
 
-/// True when `ok` holds for 8-byte little-endian words that together cover
-/// every byte of `bytes` and contain no other byte (the words of a string
-/// that is not a multiple of 8 long overlap; strings shorter than 8 repeat
-/// some of their bytes). A per-word test (`ok`) must therefore be a test of
-/// each byte of the word. Most ids are 2-16 bytes: one or two words instead
-/// of a loop over bytes.
-#[inline(always)]
-pub(crate) fn all_words(bytes: &[u8], ok: impl Fn(u64) -> bool) -> bool {
-    let n = bytes.len();
-    if n >= 8 {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            if !ok(u64::from_le_bytes(chunk.try_into().expect("8 bytes"))) {
-                return false;
-            }
-        }
-        chunks.remainder().is_empty()
-            || ok(u64::from_le_bytes(
-                bytes[n - 8..].try_into().expect("8 bytes"),
-            ))
-    } else if n >= 4 {
-        let first = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-        let last = u32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes"));
-        ok(u64::from(first) | u64::from(last) << 32)
-    } else if n > 0 {
-        // Bytes 0, n/2 and n-1 are every byte of a 1-3 byte string.
-        let three =
-            u64::from(bytes[0]) | u64::from(bytes[n / 2]) << 8 | u64::from(bytes[n - 1]) << 16;
-        ok(three | three << 24 | three << 48)
-    } else {
-        true
-    }
-}
-
 /// The high bit of every byte of a word.
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
-/// True when every byte is ASCII (< 0x80).
-#[inline]
+/// True when every byte is ASCII (< 0x80). Strings of at most 16 bytes
+/// (nearly all of a batch's) without a loop: the OR of overlapping loads
+/// that cover every byte.
+#[inline(always)]
 pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
-    all_words(bytes, |w| w & HIGH_BITS == 0)
+    let n = bytes.len();
+    let any = if n >= 8 {
+        if n > 16 {
+            return bytes.is_ascii();
+        }
+        u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+            | u64::from_le_bytes(bytes[n - 8..].try_into().expect("8 bytes"))
+    } else if n >= 4 {
+        u64::from(
+            u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"))
+                | u32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes")),
+        )
+    } else if n > 0 {
+        // Bytes 0, n/2 and n-1 are every byte of a 1-3 byte string.
+        u64::from(bytes[0] | bytes[n / 2] | bytes[n - 1])
+    } else {
+        0
+    };
+    any & HIGH_BITS == 0
 }
 
 /// `xxh3_128(client_id ‖ 0x00 ‖ request_id)`, seed 0. The separator makes
