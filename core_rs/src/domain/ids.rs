@@ -250,7 +250,14 @@ fn currencies() -> &'static [u64] {
 
 /// True for an active ISO 4217 alphabetic code listed in data/iso4217.txt.
 pub fn is_active_currency(code: &str) -> bool {
-    currency_index(code.as_bytes()).is_some_and(|i| currencies()[i / 64] & (1 << (i % 64)) != 0)
+    active_currency_index(code).is_some()
+}
+
+/// A number for each active currency code (see [`is_active_currency`]);
+/// two active codes are equal iff their numbers are.
+#[inline]
+pub fn active_currency_index(code: &str) -> Option<usize> {
+    currency_index(code.as_bytes()).filter(|&i| currencies()[i / 64] & (1 << (i % 64)) != 0)
 }
 
 /// A name, stored inline when short (almost every id), so that comparing or
@@ -544,6 +551,9 @@ mod tests {
         assert!(!is_active_currency("usd"));
         assert!(!is_active_currency("XXX"));
         assert!(!is_active_currency("US"));
+        assert_eq!(active_currency_index("EUR"), active_currency_index("EUR"));
+        assert_ne!(active_currency_index("EUR"), active_currency_index("USD"));
+        assert_eq!(active_currency_index("XXX"), None);
         let count: u32 = currencies().iter().map(|w| w.count_ones()).sum();
         assert!(count > 150);
     }
