@@ -195,26 +195,36 @@ mod fast {
             Reader { buf, pos: 0 }
         }
 
+        #[inline(always)]
         fn done(&self) -> bool {
             self.pos >= self.buf.len()
         }
 
+        /// One- and two-byte varints (tags, string lengths, quantities,
+        /// most prices) inline; longer ones out of line. Nothing on the
+        /// hot path takes `&mut self` out of line, so that the reader can
+        /// live in registers.
+        #[inline(always)]
         fn varint(&mut self) -> R<u64> {
-            let mut value: u64 = 0;
-            for shift in (0..70).step_by(7) {
-                let b = *self.buf.get(self.pos).ok_or(())?;
+            let b0 = *self.buf.get(self.pos).ok_or(())?;
+            if b0 < 0x80 {
                 self.pos += 1;
-                if shift == 63 && b > 1 {
-                    return Err(());
+                return Ok(u64::from(b0));
+            }
+            match self.buf.get(self.pos + 1) {
+                Some(&b1) if b1 < 0x80 => {
+                    self.pos += 2;
+                    Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
                 }
-                value |= u64::from(b & 0x7f) << shift;
-                if b < 0x80 {
-                    return Ok(value);
+                _ => {
+                    let (value, end) = varint_at(self.buf, self.pos)?;
+                    self.pos = end;
+                    Ok(value)
                 }
             }
-            Err(())
         }
 
+        #[inline(always)]
         fn key(&mut self) -> R<(u32, u8)> {
             let k = u32::try_from(self.varint()?).map_err(|_| ())?;
             let field = k >> 3;
@@ -224,50 +234,118 @@ mod fast {
             Ok((field, (k & 7) as u8))
         }
 
+        /// The tag of the next field: `field << 3 | wire type`.
+        #[inline(always)]
+        fn tag(&mut self) -> R<u32> {
+            let tag = u32::try_from(self.varint()?).map_err(|_| ())?;
+            if tag >> 3 == 0 {
+                return Err(());
+            }
+            Ok(tag)
+        }
+
+        /// After a tag that is not one of the message's expected (field,
+        /// wire type) pairs: fields `1..=last_field` are the message's own
+        /// (so a different wire type is left to prost); others are skipped.
+        #[inline(always)]
+        fn unexpected(&mut self, tag: u32, last_field: u32) -> R<()> {
+            if tag >> 3 <= last_field {
+                return Err(());
+            }
+            self.skip((tag & 7) as u8)
+        }
+
+        #[inline(always)]
         fn bytes(&mut self) -> R<&'a [u8]> {
             let len = usize::try_from(self.varint()?).map_err(|_| ())?;
-            let end = self.pos.checked_add(len).ok_or(())?;
-            let slice = self.buf.get(self.pos..end).ok_or(())?;
-            self.pos = end;
+            // `pos <= buf.len()` always holds, so this cannot fail.
+            let rest = self.buf.get(self.pos..).ok_or(())?;
+            let slice = rest.get(..len).ok_or(())?;
+            self.pos += len;
             Ok(slice)
         }
 
+        #[inline(always)]
         fn string(&mut self, wire: u8) -> R<&'a str> {
             expect(wire, LEN)?;
-            std::str::from_utf8(self.bytes()?).map_err(|_| ())
+            utf8(self.bytes()?)
         }
 
+        #[inline(always)]
         fn i64(&mut self, wire: u8) -> R<i64> {
             expect(wire, VARINT)?;
             Ok(self.varint()? as i64)
         }
 
+        #[inline(always)]
         fn i32(&mut self, wire: u8) -> R<i32> {
             Ok(self.i64(wire)? as i32)
         }
 
+        #[inline(always)]
         fn message(&mut self, wire: u8) -> R<Reader<'a>> {
             expect(wire, LEN)?;
             Ok(Reader::new(self.bytes()?))
         }
 
+        /// Skips an unknown field (rare: out of line).
+        #[inline(always)]
         fn skip(&mut self, wire: u8) -> R<()> {
-            match wire {
-                VARINT => self.varint().map(|_| ()),
-                I64 => self.advance(8),
-                LEN => self.bytes().map(|_| ()),
-                I32 => self.advance(4),
-                _ => Err(()),
-            }
+            self.pos = skip_at(self.buf, self.pos, wire)?;
+            Ok(())
         }
+    }
 
-        fn advance(&mut self, n: usize) -> R<()> {
-            let end = self.pos.checked_add(n).ok_or(())?;
-            if end > self.buf.len() {
+    /// The varint at `pos` and the position after it.
+    #[inline(never)]
+    fn varint_at(buf: &[u8], mut pos: usize) -> R<(u64, usize)> {
+        let mut value: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let b = *buf.get(pos).ok_or(())?;
+            pos += 1;
+            if shift == 63 && b > 1 {
                 return Err(());
             }
-            self.pos = end;
-            Ok(())
+            value |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok((value, pos));
+            }
+        }
+        Err(())
+    }
+
+    /// The position after the value of wire type `wire` at `pos`.
+    #[inline(never)]
+    fn skip_at(buf: &[u8], pos: usize, wire: u8) -> R<usize> {
+        let end = match wire {
+            VARINT => return varint_at(buf, pos).map(|(_, end)| end),
+            I64 => pos.checked_add(8).ok_or(())?,
+            LEN => {
+                let (len, start) = varint_at(buf, pos)?;
+                start
+                    .checked_add(usize::try_from(len).map_err(|_| ())?)
+                    .ok_or(())?
+            }
+            I32 => pos.checked_add(4).ok_or(())?,
+            _ => return Err(()),
+        };
+        if end > buf.len() {
+            return Err(());
+        }
+        Ok(end)
+    }
+
+    /// `bytes` as a `str`. Nearly every string of a batch is a short ASCII
+    /// id, for which a word-at-a-time ASCII check is several times cheaper
+    /// than std's UTF-8 validation; anything else gets the full validation.
+    #[inline(always)]
+    pub(super) fn utf8(bytes: &[u8]) -> R<&str> {
+        if crate::domain::ids::is_ascii(bytes) {
+            // SAFETY: every byte is below 0x80, and a sequence of ASCII
+            // bytes is valid UTF-8.
+            Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+        } else {
+            std::str::from_utf8(bytes).map_err(|_| ())
         }
     }
 
@@ -480,7 +558,19 @@ mod fast {
         })
     }
 
+    const fn tag(field: u32, wire: u8) -> u32 {
+        field << 3 | wire as u32
+    }
+
+    /// A CreateOrderRequest. The hot path of the decoder: fields are
+    /// dispatched on the whole tag, so that the expected (field, wire type)
+    /// pairs cost one comparison.
     fn create<'a>(m: &mut Reader<'a>, lines: &mut Vec<LineIn<'a>>) -> R<CreateIn<'a>> {
+        const REQUEST_ID: u32 = tag(1, LEN);
+        const CUSTOMER_ID: u32 = tag(2, LEN);
+        const REGION: u32 = tag(3, LEN);
+        const LINE: u32 = tag(4, LEN);
+        const POLICY: u32 = tag(5, VARINT);
         let start = lines.len() as u32;
         let mut c = CreateIn {
             request_id: "",
@@ -490,34 +580,60 @@ mod fast {
             policy: 0,
         };
         while !m.done() {
-            match m.key()? {
-                (1, w) => c.request_id = m.string(w)?,
-                (2, w) => c.customer_id = m.string(w)?,
-                (3, w) => c.region = m.string(w)?,
-                (4, w) => {
-                    let mut l = m.message(w)?;
-                    let mut line = LineIn {
-                        sku: "",
-                        quantity: 0,
-                        unit_price_minor: 0,
-                        currency: "",
-                    };
-                    while !l.done() {
-                        match l.key()? {
-                            (1, w) => line.sku = l.string(w)?,
-                            (2, w) => line.quantity = l.i64(w)?,
-                            (3, w) => line.unit_price_minor = l.i64(w)?,
-                            (4, w) => line.currency = l.string(w)?,
-                            (_, w) => l.skip(w)?,
-                        }
-                    }
-                    lines.push(line);
-                }
-                (5, w) => c.policy = m.i32(w)?,
-                (_, w) => m.skip(w)?,
+            match m.tag()? {
+                REQUEST_ID => c.request_id = utf8(m.bytes()?)?,
+                CUSTOMER_ID => c.customer_id = utf8(m.bytes()?)?,
+                REGION => c.region = utf8(m.bytes()?)?,
+                LINE => lines.push(line(&mut Reader::new(m.bytes()?))?),
+                POLICY => c.policy = m.varint()? as i32,
+                other => m.unexpected(other, 5)?,
             }
         }
         c.lines.end = lines.len() as u32;
         Ok(c)
+    }
+
+    /// An OrderLine.
+    #[inline(always)]
+    fn line<'a>(l: &mut Reader<'a>) -> R<LineIn<'a>> {
+        const SKU: u32 = tag(1, LEN);
+        const QUANTITY: u32 = tag(2, VARINT);
+        const UNIT_PRICE_MINOR: u32 = tag(3, VARINT);
+        const CURRENCY: u32 = tag(4, LEN);
+        let mut line = LineIn {
+            sku: "",
+            quantity: 0,
+            unit_price_minor: 0,
+            currency: "",
+        };
+        while !l.done() {
+            match l.tag()? {
+                SKU => line.sku = utf8(l.bytes()?)?,
+                QUANTITY => line.quantity = l.varint()? as i64,
+                UNIT_PRICE_MINOR => line.unit_price_minor = l.varint()? as i64,
+                CURRENCY => line.currency = utf8(l.bytes()?)?,
+                other => l.unexpected(other, 4)?,
+            }
+        }
+        Ok(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn utf8_accepts_exactly_what_std_accepts(
+            bytes in prop::collection::vec(prop_oneof![4 => 0u8..0x80, 1 => any::<u8>()], 0..40)
+        ) {
+            prop_assert_eq!(super::fast::utf8(&bytes).ok(), std::str::from_utf8(&bytes).ok());
+        }
+
+        #[test]
+        fn utf8_of_strings(s in "\\PC{0,20}") {
+            prop_assert_eq!(super::fast::utf8(s.as_bytes()), Ok(s.as_str()));
+        }
     }
 }
