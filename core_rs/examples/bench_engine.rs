@@ -239,8 +239,9 @@ fn main() {
     eprintln!("built batches: {:.2} s", t0.elapsed().as_secs_f64());
     let input_bytes: usize = batches.iter().map(Vec::len).sum();
 
+    let before_orders = live() - input_bytes as isize;
     // BENCH_RESERVE=1: fault the order store's memory in before timing (as a
-    // service sized for its open orders would at start).
+    // service sized for its open orders would at start); counted in MEMORY.
     if std::env::var_os("BENCH_RESERVE").is_some() {
         let t = Instant::now();
         engine.reserve_orders(orders);
@@ -249,7 +250,6 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
     }
-    let before_orders = live() - input_bytes as isize;
     let mut output_bytes = 0usize;
     let mut events = 0usize;
     if std::env::var_os("BENCH_DECODE_ONLY").is_some() {
