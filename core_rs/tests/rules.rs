@@ -542,6 +542,57 @@ fn expiry_orders_by_time_then_order_id() {
     assert_eq!(got, sorted);
 }
 
+#[test]
+fn expiry_skips_cancelled_orders_and_handles_expire_times_out_of_order() {
+    // Two regions with different TTLs, created interleaved: expire times do
+    // not grow with creation order. Cancelled orders leave their expiry
+    // entries behind (see ExpiryIndex); they must never expire.
+    let mut h = Harness::new();
+    h.setup("eu", PRIORITY, &[("a", 1)], &[("s", "a", 100)]);
+    h.setup("us", PRIORITY, &[("u", 1)], &[("s", "u", 100)]);
+    h.run(vec![
+        configure_region("eu", PRIORITY, 60),
+        configure_region("us", PRIORITY, 30),
+    ]);
+    let mut eu = Vec::new();
+    let mut us = Vec::new();
+    for i in 0..4 {
+        eu.push(
+            h.ok_order(create(&format!("e{i}"), "eu", &[("s", 1)], 0))
+                .order_id,
+        );
+        us.push(
+            h.ok_order(create(&format!("u{i}"), "us", &[("s", 1)], 0))
+                .order_id,
+        );
+        h.now += 1_000;
+    }
+    h.run(vec![cancel(&us[1], ""), cancel(&eu[2], "")]);
+    h.engine.check_invariants().unwrap();
+    let expired_ids = |h: &mut Harness, at: i64| -> Vec<String> {
+        h.now = at;
+        let r = h.run(vec![expire()]);
+        h.engine.check_invariants().unwrap();
+        r.changed_orders
+            .iter()
+            .map(|o| o.order_id.clone())
+            .collect()
+    };
+    let t0 = h.now - 4_000;
+    // At t0 + 32 s the "us" orders created at t0 + 0, 1, 2 s are due (u1 is cancelled).
+    assert_eq!(
+        expired_ids(&mut h, t0 + 32_000),
+        [us[0].clone(), us[2].clone()]
+    );
+    // At t0 + 61 s: u3 (at t0 + 33 s) first, then e0 and e1 (e2 is cancelled).
+    assert_eq!(
+        expired_ids(&mut h, t0 + 61_000),
+        [us[3].clone(), eu[0].clone(), eu[1].clone()]
+    );
+    assert_eq!(expired_ids(&mut h, t0 + 100_000), [eu[3].clone()]);
+    assert!(expired_ids(&mut h, t0 + 200_000).is_empty());
+}
+
 // ------------------------------------------------------------ idempotency
 
 #[test]
