@@ -185,6 +185,10 @@ mod fast {
     const LEN: u8 = 2;
     const I32: u8 = 5;
 
+    /// [`Reader::next_byte`] at the end of the message: no byte value, so
+    /// no tag.
+    const END: u32 = 0x100;
+
     struct Reader<'a> {
         buf: &'a [u8],
         pos: usize,
@@ -232,6 +236,21 @@ mod fast {
                 return Err(());
             }
             Ok((field, (k & 7) as u8))
+        }
+
+        /// The next byte, consumed, or [`END`] at the end of the message:
+        /// a one-byte tag for the straight-line parses, which compare it
+        /// with the tag they expect next (a longer tag matches none of
+        /// them, and neither does `END`, so they give up on it).
+        #[inline(always)]
+        fn next_byte(&mut self) -> u32 {
+            match self.buf.get(self.pos) {
+                Some(&b) => {
+                    self.pos += 1;
+                    u32::from(b)
+                }
+                None => END,
+            }
         }
 
         /// The tag of the next field: `field << 3 | wire type`.
@@ -368,13 +387,52 @@ mod fast {
             match field {
                 1 => batch.now_ms = r.i64(wire)?,
                 2 => {
-                    let c = command(&mut r.message(wire)?, &mut batch)?;
-                    batch.commands.push(c);
+                    expect(wire, LEN)?;
+                    let bytes = r.bytes()?;
+                    let lines = batch.lines.len();
+                    if let Ok((client_id, c)) = create_command(bytes, &mut batch.lines) {
+                        batch.commands.push(CommandIn {
+                            client_id,
+                            command: Command::Create(c),
+                        });
+                    } else {
+                        batch.lines.truncate(lines);
+                        let c = command(&mut Reader::new(bytes), &mut batch)?;
+                        batch.commands.push(c);
+                    }
                 }
                 _ => r.skip(wire)?,
             }
         }
         Ok(batch)
+    }
+
+    /// The straight-line parse of the usual EngineCommand, a client id (if
+    /// any) then a CreateOrderRequest, one-byte tags. `Err(())` for
+    /// anything else; the caller then discards any lines pushed here and
+    /// starts over with the general [`command`].
+    #[inline(always)]
+    fn create_command<'a>(
+        bytes: &'a [u8],
+        lines: &mut Vec<LineIn<'a>>,
+    ) -> R<(&'a str, CreateIn<'a>)> {
+        const CLIENT_ID: u32 = tag(1, LEN);
+        const CREATE_ORDER: u32 = tag(10, LEN);
+        let mut m = Reader::new(bytes);
+        let mut client_id = "";
+        let mut tag = m.next_byte();
+        if tag == CLIENT_ID {
+            client_id = utf8(m.bytes()?)?;
+            tag = m.next_byte();
+        }
+        if tag != CREATE_ORDER {
+            return Err(());
+        }
+        let c = create(m.bytes()?, lines)?;
+        if m.next_byte() != END {
+            return Err(());
+        }
+        Ok((client_id, c))
     }
 
     fn command<'a>(r: &mut Reader<'a>, batch: &mut Batch<'a>) -> R<CommandIn<'a>> {
@@ -387,7 +445,10 @@ mod fast {
                 continue;
             }
             let parsed = match field {
-                10 => Command::Create(create(&mut r.message(wire)?, &mut batch.lines)?),
+                10 => {
+                    expect(wire, LEN)?;
+                    Command::Create(create(r.bytes()?, &mut batch.lines)?)
+                }
                 11 => batch_create(&mut r.message(wire)?, batch)?,
                 12 => {
                     let mut m = r.message(wire)?;
@@ -545,7 +606,8 @@ mod fast {
         while !m.done() {
             match m.key()? {
                 (1, w) => {
-                    let c = create(&mut m.message(w)?, &mut batch.lines)?;
+                    expect(w, LEN)?;
+                    let c = create(m.bytes()?, &mut batch.lines)?;
                     batch.creates.push(c);
                 }
                 (2, w) => error_policy = m.i32(w)?,
@@ -562,15 +624,91 @@ mod fast {
         field << 3 | wire as u32
     }
 
-    /// A CreateOrderRequest. The hot path of the decoder: fields are
-    /// dispatched on the whole tag, so that the expected (field, wire type)
-    /// pairs cost one comparison.
-    fn create<'a>(m: &mut Reader<'a>, lines: &mut Vec<LineIn<'a>>) -> R<CreateIn<'a>> {
-        const REQUEST_ID: u32 = tag(1, LEN);
-        const CUSTOMER_ID: u32 = tag(2, LEN);
-        const REGION: u32 = tag(3, LEN);
-        const LINE: u32 = tag(4, LEN);
-        const POLICY: u32 = tag(5, VARINT);
+    const REQUEST_ID: u32 = tag(1, LEN);
+    const CUSTOMER_ID: u32 = tag(2, LEN);
+    const REGION: u32 = tag(3, LEN);
+    const LINE: u32 = tag(4, LEN);
+    const POLICY: u32 = tag(5, VARINT);
+
+    const SKU: u32 = tag(1, LEN);
+    const QUANTITY: u32 = tag(2, VARINT);
+    const UNIT_PRICE_MINOR: u32 = tag(3, VARINT);
+    const CURRENCY: u32 = tag(4, LEN);
+
+    /// A CreateOrderRequest: the hot path of the decoder. Tries the
+    /// straight-line parse of [`create_in_order`] and, if that gives up,
+    /// starts over from the message start with the general loop of
+    /// [`create_any_order`], so the result is always the general loop's.
+    pub(super) fn create<'a>(bytes: &'a [u8], lines: &mut Vec<LineIn<'a>>) -> R<CreateIn<'a>> {
+        let start = lines.len();
+        match create_in_order(bytes, lines) {
+            Ok(c) => Ok(c),
+            Err(()) => {
+                lines.truncate(start);
+                create_any_order(bytes, lines)
+            }
+        }
+    }
+
+    /// The straight-line parse of a CreateOrderRequest whose fields appear
+    /// in ascending field-number order, each (but `lines`) at most once,
+    /// every tag one byte, with the expected wire types and no unknown
+    /// fields — what every encoder produces. Each expected tag costs one
+    /// comparison. `Err(())` for anything else, including input the general
+    /// loop would reject; the caller then starts over with the general loop
+    /// (and discards any lines pushed here).
+    #[inline(always)]
+    pub(super) fn create_in_order<'a>(
+        bytes: &'a [u8],
+        lines: &mut Vec<LineIn<'a>>,
+    ) -> R<CreateIn<'a>> {
+        let mut m = Reader::new(bytes);
+        let start = lines.len() as u32;
+        let mut c = CreateIn {
+            request_id: "",
+            customer_id: "",
+            region: "",
+            lines: start..start,
+            policy: 0,
+        };
+        let mut tag = m.next_byte();
+        if tag == REQUEST_ID {
+            c.request_id = utf8(m.bytes()?)?;
+            tag = m.next_byte();
+        }
+        if tag == CUSTOMER_ID {
+            c.customer_id = utf8(m.bytes()?)?;
+            tag = m.next_byte();
+        }
+        if tag == REGION {
+            c.region = utf8(m.bytes()?)?;
+            tag = m.next_byte();
+        }
+        while tag == LINE {
+            lines.push(line(m.bytes()?)?);
+            tag = m.next_byte();
+        }
+        if tag == POLICY {
+            c.policy = m.varint()? as i32;
+            tag = m.next_byte();
+        }
+        if tag != END {
+            return Err(());
+        }
+        c.lines.end = lines.len() as u32;
+        Ok(c)
+    }
+
+    /// The general loop for a CreateOrderRequest (and its lines): any field
+    /// order, repeated fields (last one wins), unknown fields. Fields are dispatched on the
+    /// whole tag, so that the expected (field, wire type) pairs cost one
+    /// comparison.
+    #[inline(never)]
+    pub(super) fn create_any_order<'a>(
+        bytes: &'a [u8],
+        lines: &mut Vec<LineIn<'a>>,
+    ) -> R<CreateIn<'a>> {
+        let mut m = Reader::new(bytes);
         let start = lines.len() as u32;
         let mut c = CreateIn {
             request_id: "",
@@ -584,7 +722,7 @@ mod fast {
                 REQUEST_ID => c.request_id = utf8(m.bytes()?)?,
                 CUSTOMER_ID => c.customer_id = utf8(m.bytes()?)?,
                 REGION => c.region = utf8(m.bytes()?)?,
-                LINE => lines.push(line(&mut Reader::new(m.bytes()?))?),
+                LINE => lines.push(line_any_order(m.bytes()?)?),
                 POLICY => c.policy = m.varint()? as i32,
                 other => m.unexpected(other, 5)?,
             }
@@ -593,13 +731,53 @@ mod fast {
         Ok(c)
     }
 
-    /// An OrderLine.
+    /// An OrderLine of [`create_in_order`]: the straight-line parse, else
+    /// the general loop from the start.
     #[inline(always)]
-    fn line<'a>(l: &mut Reader<'a>) -> R<LineIn<'a>> {
-        const SKU: u32 = tag(1, LEN);
-        const QUANTITY: u32 = tag(2, VARINT);
-        const UNIT_PRICE_MINOR: u32 = tag(3, VARINT);
-        const CURRENCY: u32 = tag(4, LEN);
+    fn line(bytes: &[u8]) -> R<LineIn<'_>> {
+        match line_in_order(bytes) {
+            Ok(line) => Ok(line),
+            Err(()) => line_any_order(bytes),
+        }
+    }
+
+    /// [`create_in_order`] for an OrderLine.
+    #[inline(always)]
+    pub(super) fn line_in_order(bytes: &[u8]) -> R<LineIn<'_>> {
+        let mut l = Reader::new(bytes);
+        let mut line = LineIn {
+            sku: "",
+            quantity: 0,
+            unit_price_minor: 0,
+            currency: "",
+        };
+        let mut tag = l.next_byte();
+        if tag == SKU {
+            line.sku = utf8(l.bytes()?)?;
+            tag = l.next_byte();
+        }
+        if tag == QUANTITY {
+            line.quantity = l.varint()? as i64;
+            tag = l.next_byte();
+        }
+        if tag == UNIT_PRICE_MINOR {
+            line.unit_price_minor = l.varint()? as i64;
+            tag = l.next_byte();
+        }
+        if tag == CURRENCY {
+            line.currency = utf8(l.bytes()?)?;
+            tag = l.next_byte();
+        }
+        if tag != END {
+            return Err(());
+        }
+        Ok(line)
+    }
+
+    /// [`create_any_order`] for an OrderLine.
+    #[inline(never)]
+    pub(super) fn line_any_order(bytes: &[u8]) -> R<LineIn<'_>> {
+        let mut l = Reader::new(bytes);
         let mut line = LineIn {
             sku: "",
             quantity: 0,
@@ -622,6 +800,88 @@ mod fast {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use proptest::sample::Index;
+    use prost::Message;
+
+    use super::pb;
+    use crate::domain::command::{CreateIn, LineIn};
+
+    fn arb_line() -> impl Strategy<Value = pb::OrderLine> {
+        (
+            "\\PC{0,6}",
+            prop_oneof![0i64..300, any::<i64>()],
+            prop_oneof![0i64..100_000, any::<i64>()],
+            "\\PC{0,4}",
+        )
+            .prop_map(
+                |(sku, quantity, unit_price_minor, currency)| pb::OrderLine {
+                    sku,
+                    quantity,
+                    unit_price_minor,
+                    currency,
+                },
+            )
+    }
+
+    fn arb_create() -> impl Strategy<Value = pb::CreateOrderRequest> {
+        (
+            "\\PC{0,6}",
+            "\\PC{0,6}",
+            "\\PC{0,4}",
+            prop::collection::vec(arb_line(), 0..4),
+            prop_oneof![0i32..3, any::<i32>()],
+        )
+            .prop_map(|(request_id, customer_id, region, lines, policy)| {
+                pb::CreateOrderRequest {
+                    request_id,
+                    customer_id,
+                    region,
+                    lines,
+                    policy,
+                }
+            })
+    }
+
+    /// The fields of a prost encoding (varint and length-delimited only),
+    /// each with its tag.
+    fn fields(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+        use prost::encoding::decode_varint;
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let whole = bytes;
+            let key = decode_varint(&mut bytes).unwrap();
+            let value = decode_varint(&mut bytes).unwrap();
+            if key & 7 == 2 {
+                bytes = &bytes[value as usize..];
+            }
+            out.push(whole[..whole.len() - bytes.len()].to_vec());
+        }
+        out
+    }
+
+    fn len_field(tag: u8, value: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        prost::encoding::encode_varint(value.len() as u64, &mut out);
+        out.extend_from_slice(value);
+        out
+    }
+
+    type Decoded<'a> = (Result<CreateIn<'a>, ()>, Vec<LineIn<'a>>);
+
+    fn decode_with<'a>(
+        bytes: &'a [u8],
+        f: impl FnOnce(&'a [u8], &mut Vec<LineIn<'a>>) -> Result<CreateIn<'a>, ()>,
+    ) -> Decoded<'a> {
+        // A line already there, so that line ranges start past 0.
+        let mut lines = vec![LineIn {
+            sku: "x",
+            quantity: 1,
+            unit_price_minor: 2,
+            currency: "y",
+        }];
+        let c = f(bytes, &mut lines);
+        (c, lines)
+    }
 
     proptest! {
         #[test]
@@ -634,6 +894,122 @@ mod tests {
         #[test]
         fn utf8_of_strings(s in "\\PC{0,20}") {
             prop_assert_eq!(super::fast::utf8(s.as_bytes()), Ok(s.as_str()));
+        }
+
+        /// Every prost encoding takes the straight-line path, and it
+        /// decodes like the general loop.
+        #[test]
+        fn in_order_decodes_prost_encodings(c in arb_create()) {
+            let bytes = c.encode_to_vec();
+            let fast = decode_with(&bytes, super::fast::create_in_order);
+            let general = decode_with(&bytes, super::fast::create_any_order);
+            prop_assert!(fast.0.is_ok());
+            prop_assert_eq!(&fast, &general);
+            let decoded = fast.0.unwrap();
+            prop_assert_eq!(decoded.request_id, c.request_id.as_str());
+            prop_assert_eq!(decoded.customer_id, c.customer_id.as_str());
+            prop_assert_eq!(decoded.region, c.region.as_str());
+            prop_assert_eq!(decoded.policy, c.policy);
+            prop_assert_eq!(decoded.lines.len(), c.lines.len());
+            for (l, want) in fast.1[decoded.lines.start as usize..].iter().zip(&c.lines) {
+                prop_assert_eq!(l.sku, want.sku.as_str());
+                prop_assert_eq!(l.quantity, want.quantity);
+                prop_assert_eq!(l.unit_price_minor, want.unit_price_minor);
+                prop_assert_eq!(l.currency, want.currency.as_str());
+            }
+        }
+
+        /// On reordered, repeated, unknown, mistyped, non-canonical or
+        /// broken fields, the straight-line path either gives up or
+        /// agrees with the general loop, and `create` always agrees with
+        /// the general loop.
+        #[test]
+        fn in_order_agrees_with_general_loop(
+            c in arb_create(),
+            picks in prop::collection::vec(any::<Index>(), 0..10),
+            sorted in any::<bool>(),
+        ) {
+            // Prost's fields, in ascending order, then odd variants.
+            let mut pool = fields(&c.encode_to_vec());
+            for line in &c.lines {
+                // The line's fields reversed, and one repeated.
+                let mut line_fields = fields(&line.encode_to_vec());
+                line_fields.reverse();
+                let reversed = line_fields.concat();
+                pool.push(len_field(0x22, &reversed));
+                if let Some(first) = line_fields.last() {
+                    let repeated = [first.clone(), line_fields.concat()].concat();
+                    pool.push(len_field(0x22, &repeated));
+                }
+                // An unknown field in the line; a mistyped one.
+                pool.push(len_field(0x22, &[0x48, 0x01, 0x08, 0x05]));
+                pool.push(len_field(0x22, &[0x0a, 0x01, 0x61, 0x10, 0x01]));
+                pool.push(len_field(0x22, &[0x12, 0x01, 0x61]));
+            }
+            pool.extend([
+                vec![0x48, 0x07],                    // unknown varint field 9
+                vec![0x52, 0x02, 0x61, 0x62],        // unknown bytes field 10
+                vec![0x08, 0x01],                    // request_id as a varint
+                vec![0x8a, 0x00, 0x01, 0x61],        // two-byte tag of request_id
+                vec![0x12, 0x01, 0xff],              // customer_id not UTF-8
+                vec![0x1a, 0x05, 0x61],              // region truncated
+                vec![0x28, 0xff, 0xff, 0xff, 0xff, 0x0f], // policy, long varint
+                vec![0x00],                          // field 0
+                len_field(0x22, &[]),                // an empty line
+            ]);
+            let mut picked: Vec<usize> = picks.iter().map(|i| i.index(pool.len())).collect();
+            if sorted {
+                picked.sort_unstable();
+            }
+            let bytes: Vec<u8> = picked.iter().flat_map(|&i| pool[i].iter().copied()).collect();
+            let general = decode_with(&bytes, super::fast::create_any_order);
+            let fast = decode_with(&bytes, super::fast::create_in_order);
+            if fast.0.is_ok() {
+                prop_assert_eq!(&fast, &general);
+            }
+            prop_assert_eq!(&decode_with(&bytes, super::fast::create), &general);
+        }
+
+        /// A create command laid out the usual way (client id, then the
+        /// request) or not (request first, an unknown field after it, the
+        /// request twice, which prost merges): decodes like prost, so the
+        /// straight-line command path falls back where it must, and the
+        /// lines it pushed before giving up are discarded.
+        #[test]
+        fn create_commands_decode_like_prost(
+            c in arb_create(),
+            other in arb_create(),
+            client_id in "\\PC{0,4}",
+            layout in 0..5u8,
+        ) {
+            let client = if client_id.is_empty() {
+                Vec::new()
+            } else {
+                len_field(0x0a, client_id.as_bytes())
+            };
+            let create = [vec![0x52], {
+                let mut v = Vec::new();
+                prost::encoding::encode_varint(c.encoded_len() as u64, &mut v);
+                v
+            }, c.encode_to_vec()].concat();
+            let create2 = len_field(0x52, &other.encode_to_vec());
+            let command = match layout {
+                0 => [client.clone(), create.clone()].concat(),
+                1 => [create.clone(), client.clone()].concat(),
+                2 => [client.clone(), create.clone(), vec![0x48, 0x01]].concat(),
+                3 => [client.clone(), create.clone(), create2].concat(),
+                _ => [vec![0xd2, 0x00], create[1..].to_vec(), client.clone()].concat(),
+            };
+            // Two commands, so that a discarded line would shift the next.
+            let batch = [
+                len_field(0x12, &command),
+                len_field(0x12, &[client, create].concat()),
+            ]
+            .concat();
+            let prost = super::epb::EngineBatch::decode(batch.as_slice()).unwrap();
+            let mut storage = None;
+            let ours = super::decode_batch(&batch, &mut storage);
+            prop_assert_eq!(ours, Ok(super::from_prost(&prost)));
         }
     }
 }
