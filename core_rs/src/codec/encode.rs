@@ -175,8 +175,8 @@ impl TimestampMemo {
     }
 }
 
-/// Writes protobuf fields into a region reserved in advance for exactly
-/// what follows (see [`append_sized`]): a byte is a plain store and the
+/// Writes protobuf fields into a region reserved in advance for what
+/// follows (see [`append_bounded`]): a byte is a plain store and the
 /// position stays in a register, where `Vec::push` checks the capacity
 /// and writes the length back for every byte.
 struct Cursor<'a> {
@@ -188,19 +188,23 @@ struct Cursor<'a> {
 /// be stored whole even when its used bytes end the region.
 const SLACK: usize = TIMESTAMP_BLOCK;
 
-/// Appends exactly `len` bytes to `buf`, written by `write` through a
-/// cursor that starts at the old end; returns what `write` returns.
-fn append_sized<R>(buf: &mut Vec<u8>, len: usize, write: impl FnOnce(&mut Cursor<'_>) -> R) -> R {
+/// Appends what `write` writes, at most `max` bytes, through a cursor that
+/// starts at the old end of `buf`; returns what `write` returns. For
+/// messages whose size is only known once written: their length prefixes
+/// are fixed up afterwards (see [`Cursor::open`]).
+fn append_bounded<R>(buf: &mut Vec<u8>, max: usize, write: impl FnOnce(&mut Cursor<'_>) -> R) -> R {
     let start = buf.len();
-    buf.resize(start + len + SLACK, 0);
+    buf.resize(start + max + SLACK, 0);
     let mut c = Cursor {
         buf: &mut buf[start..],
         pos: 0,
     };
     let r = write(&mut c);
-    // A length computed wrong would leave zeros or lose bytes: fail loudly.
-    assert_eq!(c.pos, len, "encoded length differs from the computed one");
-    buf.truncate(start + len);
+    // Past `max`, the bound was wrong (the bounds checks of the cursor stop
+    // it at the end of the slack): fail loudly.
+    assert!(c.pos <= max, "encoded length exceeds the computed bound");
+    let end = start + c.pos;
+    buf.truncate(end);
     r
 }
 
@@ -218,6 +222,38 @@ fn short_varint(v: u64) -> (u64, usize) {
             (v & 0x7f) | 0x80 | ((v >> 7) & 0x7f | 0x80) << 8 | (v >> 14) << 16,
             3,
         )
+    }
+}
+
+/// An int field numbered 1 to 15 holding `v` < 2^21 in the low bytes of a
+/// word, and how many (none for 0, which is omitted).
+#[inline(always)]
+fn small_int_field(field: u32, v: u64) -> (u64, usize) {
+    debug_assert!(field < 16 && v < 1 << 21);
+    if v == 0 {
+        (0, 0)
+    } else {
+        let (word, n) = short_varint(v);
+        (u64::from(field << 3) | word << 8, 1 + n)
+    }
+}
+
+/// Key and one-byte length of a message field numbered 1 to 15 (`len` <
+/// 128), in the low 2 bytes of a word.
+#[inline(always)]
+fn short_head(field: u32, len: usize) -> u64 {
+    debug_assert!(field < 16 && len < 1 << 7);
+    u64::from(field << 3 | LEN) | (len as u64) << 8
+}
+
+/// [`short_head`] for a string field, and how many bytes (none for an
+/// empty string, which is omitted).
+#[inline(always)]
+fn string_head(field: u32, len: usize) -> (u64, usize) {
+    if len == 0 {
+        (0, 0)
+    } else {
+        (short_head(field, len), 2)
     }
 }
 
@@ -265,15 +301,23 @@ impl Cursor<'_> {
         }
     }
 
+    /// Out of line, and on the slice rather than on `self`: a cursor whose
+    /// address is passed to a call has to live in memory, and its position
+    /// would be stored and reloaded around every field.
     #[inline(never)]
-    fn long_varint(&mut self, mut v: u64) {
+    fn long_varint_at(buf: &mut [u8], mut pos: usize, mut v: u64) -> usize {
         while v >= 0x80 {
-            self.buf[self.pos] = (v as u8) | 0x80;
-            self.pos += 1;
+            buf[pos] = (v as u8) | 0x80;
+            pos += 1;
             v >>= 7;
         }
-        self.buf[self.pos] = v as u8;
-        self.pos += 1;
+        buf[pos] = v as u8;
+        pos + 1
+    }
+
+    #[inline(always)]
+    fn long_varint(&mut self, v: u64) {
+        self.pos = Self::long_varint_at(self.buf, self.pos, v);
     }
 
     /// A key and a varint (after inlining, the key is a constant and
@@ -329,6 +373,83 @@ impl Cursor<'_> {
         self.key_varint(field, LEN, len as u64);
     }
 
+    /// The low `head_len` bytes of `head`, the string `v`, the low
+    /// `tail_len` bytes of `tail` then of `tail2`: a run of keys, lengths
+    /// and small ints around a short string, stored with one bounds check
+    /// (each part is stored as a whole word, as in [`Cursor::word`]).
+    #[inline(always)]
+    fn framed(&mut self, head: (u64, usize), v: &[u8], tail: (u64, usize), tail2: (u64, usize)) {
+        // Each length is at most 8 (a no-op that lets the compiler see it).
+        let (h, t) = (head.1.min(8), tail.1.min(8));
+        let n = v.len();
+        let at = self.pos;
+        let out = &mut self.buf[at..at + n + 24];
+        out[..8].copy_from_slice(&head.0.to_le_bytes());
+        copy_short(&mut out[h..h + n], v);
+        out[h + n..h + n + 8].copy_from_slice(&tail.0.to_le_bytes());
+        out[h + n + t..h + n + t + 8].copy_from_slice(&tail2.0.to_le_bytes());
+        self.pos = at + h + n + t + tail2.1.min(8);
+    }
+
+    /// Starts an embedded message (or any length-delimited field) whose
+    /// length is not known yet: writes the key and leaves `width` bytes for
+    /// the length, which [`Cursor::close`] fills in. `width` must be at
+    /// least the varint size of the final length: `varint_len` of a bound.
+    /// Returns where the length goes.
+    #[inline(always)]
+    fn open(&mut self, field: u32, width: usize) -> usize {
+        let key = u64::from(field << 3 | LEN);
+        if key < 1 << 7 {
+            // The bytes after the key are overwritten by `close`.
+            self.word(key, 1 + width);
+        } else {
+            self.varint(key);
+            self.pos += width;
+        }
+        self.pos - width
+    }
+
+    /// Ends the field opened at `at` with `width` bytes for its length:
+    /// writes the length of what follows as a canonical varint. A length
+    /// that takes fewer bytes than `width` moves the body back (rare:
+    /// widths come from bounds that are close to the usual sizes). Returns
+    /// where the body starts.
+    #[inline(always)]
+    fn close(&mut self, at: usize, width: usize) -> usize {
+        let body = at + width;
+        let len = self.pos - body;
+        if width == 1 && len < 1 << 7 {
+            self.buf[at] = len as u8;
+            body
+        } else if width == 2 && (1 << 7..1 << 14).contains(&len) {
+            let prefix = [(len as u8) | 0x80, (len >> 7) as u8];
+            self.buf[at..body].copy_from_slice(&prefix);
+            body
+        } else {
+            let (body, end) = Self::close_moving(self.buf, at, width, self.pos);
+            self.pos = end;
+            body
+        }
+    }
+
+    /// [`Cursor::close`] when the length does not fit the fast paths: moves
+    /// the body from `at + width..end` back by what its length takes less
+    /// than `width` (possibly nothing), and writes the length. Returns where the body starts
+    /// and ends. (On the slice rather than on `self`: see `long_varint_at`.)
+    #[inline(never)]
+    #[cold]
+    fn close_moving(buf: &mut [u8], at: usize, width: usize, end: usize) -> (usize, usize) {
+        let body = at + width;
+        let len = end - body;
+        let n = varint_len(len as u64);
+        assert!(n <= width, "message longer than its bound");
+        let new_body = at + n;
+        buf.copy_within(body..end, new_body);
+        let prefix_end = Self::long_varint_at(buf, at, len as u64);
+        debug_assert_eq!(prefix_end, new_body);
+        (new_body, new_body + len)
+    }
+
     /// A Timestamp field from its memoised block (needs [`SLACK`]).
     #[inline(always)]
     fn timestamp(&mut self, field: u32, block: &TimestampBlock) {
@@ -375,8 +496,8 @@ fn write_order_memo(
 ) -> OrderOffsets {
     let mut id = [0u8; ORDER_ID_LEN];
     write_order_id(o.key, &mut id);
-    let len = order_len(st, o, times);
-    append_sized(buf, len, |c| write_order_fields(c, st, o, &id, times))
+    let max = order_bound(st, o, times);
+    append_bounded(buf, max, |c| write_order_fields(c, st, o, &id, times))
 }
 
 /// The SKU of line `line` of `o` ("" for an index out of range).
@@ -385,6 +506,12 @@ fn line_sku<'a>(st: &'a State, o: &Order, line: u32) -> &'a [u8] {
         .get(line as usize)
         .map_or("", |l| st.skus.name(l.sku))
         .as_bytes()
+}
+
+/// The request id and customer id of `o` (as bytes: no UTF-8 boundary
+/// checks).
+fn order_text(o: &Order) -> (&[u8], &[u8]) {
+    o.text.as_bytes().split_at(o.request_id_len as usize)
 }
 
 fn line_len(sku: &[u8], line: &Line, currency: &[u8]) -> usize {
@@ -405,13 +532,15 @@ fn backorder_len(sku: &[u8], b: &Backorder) -> usize {
     int_len(1, i64::from(b.line)) + bytes_len(2, sku.len()) + int_len(3, i64::from(b.quantity))
 }
 
-/// The encoded size of `orders.v1.Order` for `o`: what
-/// [`write_order_fields`] writes.
+/// The exact encoded size of `orders.v1.Order` for `o`: what
+/// [`write_order_fields`] writes. Only for orders whose [`order_bound`]
+/// would be too loose (names or reasons far beyond the limits).
 fn order_len(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
     let currency: &[u8] = &o.currency;
+    let (request_id, customer_id) = order_text(o);
     let mut len = bytes_len(1, ORDER_ID_LEN)
-        + bytes_len(2, o.request_id().len())
-        + bytes_len(3, o.customer_id().len())
+        + bytes_len(2, request_id.len())
+        + bytes_len(3, customer_id.len())
         + bytes_len(4, st.regions.name(o.region).len());
     for line in &o.lines {
         let sku = st.skus.name(line.sku).as_bytes();
@@ -437,8 +566,92 @@ fn order_len(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
         + bytes_len(17, st.clients.name(o.client).len())
 }
 
+/// Most bytes of an int64 / int32 / enum field numbered 1 to 15: a key
+/// byte and a varint of up to 10 bytes (negative values take 10).
+const INT_FIELD_MAX: usize = 1 + 10;
+/// Most bytes of a line index (uint32 held as i64, field 1): key and 5 bytes.
+const INDEX_FIELD_MAX: usize = 1 + 5;
+/// Most bytes of a Timestamp field numbered 1 to 15: key, length byte and
+/// the longest body (see [`TimestampBlock`]).
+const TIMESTAMP_FIELD_MAX: usize = 1 + 1 + 17;
+/// Currencies are three letters.
+const CURRENCY_LEN: usize = 3;
+
+/// Most bytes of a string or message field whose content is at most `len` bytes.
+#[inline(always)]
+fn bytes_max(field: u32, len: usize) -> usize {
+    key_len(field) + varint_len(len as u64) + len
+}
+
+/// Most bytes of an OrderLine body whose SKU has `sku` bytes.
+#[inline(always)]
+fn line_max(sku: usize) -> usize {
+    bytes_max(1, sku) + 2 * INT_FIELD_MAX + bytes_max(4, CURRENCY_LEN)
+}
+
+/// Most bytes of an Allocation body with names of `sku` and `loc` bytes.
+#[inline(always)]
+fn allocation_max(sku: usize, loc: usize) -> usize {
+    INDEX_FIELD_MAX + bytes_max(2, sku) + bytes_max(3, loc) + INT_FIELD_MAX
+}
+
+/// Most bytes of a Backorder body whose SKU has `sku` bytes.
+#[inline(always)]
+fn backorder_max(sku: usize) -> usize {
+    INDEX_FIELD_MAX + bytes_max(2, sku) + INT_FIELD_MAX
+}
+
+/// Bounds above this are replaced by the exact size: reserving (and
+/// zeroing) them would cost more than computing it, and it keeps the
+/// length prefix of an order to at most 2 bytes on the bounded path.
+const ORDER_BOUND_LIMIT: usize = (1 << 14) - 1;
+
+/// Most bytes of the key and length of a string or message field of an
+/// order, provided the order is at most [`ORDER_BOUND_LIMIT`] bytes long
+/// (then so is every part of it, and its length takes at most 2 bytes).
+const FIELD_HEAD_MAX: usize = 2 + 2;
+
+/// A bound on the encoded size of `orders.v1.Order` for `o`, from counts
+/// and the longest name of each interner (not from the names themselves:
+/// that would be a second pass over every lookup); the exact size when
+/// the bound would exceed [`ORDER_BOUND_LIMIT`]. Usually within a few
+/// hundred bytes of the size, and in the same varint width.
+#[inline]
+fn order_bound(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
+    const H: usize = FIELD_HEAD_MAX;
+    let sku = st.skus.max_name_len();
+    let loc = st.locations.max_name_len();
+    // Each part below assumes it is shorter than the limit (at most `H`
+    // bytes of key and length): if the sum is within it, so is each part.
+    let line = H + (H + sku) + 2 * INT_FIELD_MAX + (H + CURRENCY_LEN);
+    let allocation = H + INDEX_FIELD_MAX + (H + sku) + (H + loc) + INT_FIELD_MAX;
+    let backorder = H + INDEX_FIELD_MAX + (H + sku) + INT_FIELD_MAX;
+    // id, request and customer ids, region, currency, reason, client.
+    let strings = 7 * H
+        + ORDER_ID_LEN
+        + o.text.len()
+        + st.regions.max_name_len()
+        + CURRENCY_LEN
+        + o.status_reason.as_str().len()
+        + st.clients.max_name_len();
+    // policy, status, version, total; create, update, expire time.
+    let scalars = 4 * INT_FIELD_MAX + 3 * TIMESTAMP_FIELD_MAX;
+    let bound = strings
+        + scalars
+        + o.lines.len() * line
+        + o.allocations.len() * allocation
+        + o.backorders.len() * backorder;
+    if bound <= ORDER_BOUND_LIMIT {
+        bound
+    } else {
+        order_len(st, o, times)
+    }
+}
+
 /// Writes the fields of `orders.v1.Order` for `o` (`id` is its formatted
-/// order id); the offsets are relative to where the order starts.
+/// order id); the offsets are relative to where the order starts. The
+/// embedded lines, allocations and backorders get their lengths once
+/// written ([`Cursor::open`]), in a width from a bound on their size.
 fn write_order_fields(
     out: &mut Cursor<'_>,
     st: &State,
@@ -455,20 +668,45 @@ fn write_order_fields(
     };
     let c = &mut cursor;
     let currency: &[u8] = &o.currency;
+    let (request_id, customer) = order_text(o);
     let start = c.pos;
     c.bytes(1, id);
-    c.bytes(2, o.request_id().as_bytes());
-    let customer = o.customer_id().as_bytes();
+    c.bytes(2, request_id);
     c.bytes(3, customer);
     let customer_at = c.pos - customer.len();
     c.bytes(4, st.regions.name(o.region).as_bytes());
+    // bytes(4, currency): key, length 3 and the letters.
+    let currency_field = (
+        u64::from(u32::from_le_bytes([
+            4 << 3 | LEN as u8,
+            3,
+            currency[0],
+            currency[1],
+        ])) | u64::from(currency[2]) << 32,
+        5,
+    );
     for line in &o.lines {
         let sku = st.skus.name(line.sku).as_bytes();
-        c.header(5, line_len(sku, line, currency));
+        let (q, p) = (line.quantity as u64, line.unit_price_minor as u64);
+        if q < 1 << 21 && p < 1 << 21 && sku.len() < 128 - 2 - 13 {
+            // The usual line: its size is known before it is written (a
+            // body under 128 bytes), so it is one run of stores.
+            let (qw, ql) = small_int_field(2, q);
+            let (pw, pl) = small_int_field(3, p);
+            let ints = (qw | pw << (8 * ql), ql + pl);
+            let name = string_head(1, sku.len());
+            let len = name.1 + sku.len() + ints.1 + currency_field.1;
+            let head = short_head(5, len) | name.0 << 16;
+            c.framed((head, 2 + name.1), sku, ints, currency_field);
+            continue;
+        }
+        let width = varint_len(line_max(sku.len()) as u64);
+        let at = c.open(5, width);
         c.bytes(1, sku);
         c.int(2, i64::from(line.quantity));
         c.int(3, line.unit_price_minor);
         c.bytes(4, currency);
+        c.close(at, width);
     }
     c.int(6, i64::from(o.policy));
     c.int(7, o.status as i64);
@@ -476,18 +714,22 @@ fn write_order_fields(
     for a in &o.allocations {
         let sku = line_sku(st, o, a.line);
         let loc = st.locations.name(a.loc).as_bytes();
-        c.header(9, allocation_len(sku, loc, a));
+        let width = varint_len(allocation_max(sku.len(), loc.len()) as u64);
+        let at = c.open(9, width);
         c.int(1, i64::from(a.line));
         c.bytes(2, sku);
         c.bytes(3, loc);
         c.int(4, i64::from(a.quantity));
+        c.close(at, width);
     }
     for b in &o.backorders {
         let sku = line_sku(st, o, b.line);
-        c.header(10, backorder_len(sku, b));
+        let width = varint_len(backorder_max(sku.len()) as u64);
+        let at = c.open(10, width);
         c.int(1, i64::from(b.line));
         c.bytes(2, sku);
         c.int(3, i64::from(b.quantity));
+        c.close(at, width);
     }
     c.int(11, o.total_minor);
     c.bytes(12, currency);
@@ -929,13 +1171,17 @@ impl ResultWriter {
                     let mut id = [0u8; ORDER_ID_LEN];
                     write_order_id(o.key, &mut id);
                     let times = &mut self.times;
-                    let order_len = order_len(st, o, times);
-                    let item_len = bytes_len(1, request_id.len()) + message_len(2, order_len);
-                    append_sized(&mut self.out.arena, message_len(1, item_len), |c| {
-                        c.header(1, item_len);
+                    let order_max = order_bound(st, o, times);
+                    let order_width = varint_len(order_max as u64);
+                    let item_max = bytes_max(1, request_id.len()) + bytes_max(2, order_max);
+                    let item_width = varint_len(item_max as u64);
+                    append_bounded(&mut self.out.arena, bytes_max(1, item_max), |c| {
+                        let item_at = c.open(1, item_width);
                         c.bytes(1, request_id);
-                        c.header(2, order_len);
+                        let order_at = c.open(2, order_width);
                         write_order_fields(c, st, o, &id, times);
+                        c.close(order_at, order_width);
+                        c.close(item_at, item_width);
                     });
                     continue;
                 }
@@ -962,8 +1208,8 @@ impl Sink for ResultWriter {
     fn order_event(&mut self, st: &State, o: &Order, now_ms: i64) {
         // OrderEvent { event_id = 1, type = 2, order = 3, event_time = 4 },
         // written around the order's bytes so they serve as row and response
-        // too. Its size is computed first, so that the order is written in
-        // place, not copied in after its length is known.
+        // too. The order is written in place, after room for its length
+        // prefix (sized from a bound), which is filled in afterwards.
         let mut id = [0u8; ORDER_ID_LEN];
         write_order_id(o.key, &mut id);
         // "<order_id>:<version>" on the stack.
@@ -975,22 +1221,22 @@ impl Sink for ResultWriter {
         let event_id = &event_id[..id_len];
 
         let times = &mut self.times;
-        let order_len = order_len(st, o, times);
+        let order_max = order_bound(st, o, times);
+        let order_width = varint_len(order_max as u64);
         let status = o.status as i64;
-        let payload_len = bytes_len(1, id_len)
-            + int_len(2, status)
-            + message_len(3, order_len)
-            + times.field_len(4, now_ms);
+        let payload_max =
+            bytes_max(1, id_len) + INT_FIELD_MAX + bytes_max(3, order_max) + TIMESTAMP_FIELD_MAX;
         let arena = &mut self.out.arena;
         let payload_start = arena.len();
-        let (order_at, offsets) = append_sized(arena, payload_len, |c| {
+        let (order_at, order_len, offsets) = append_bounded(arena, payload_max, |c| {
             c.bytes(1, event_id);
             c.int(2, status);
-            c.header(3, order_len);
-            let order_at = c.pos;
+            let prefix_at = c.open(3, order_width);
             let offsets = write_order_fields(c, st, o, &id, times);
+            let order_at = c.close(prefix_at, order_width);
+            let order_len = c.pos - order_at;
             c.timestamp(4, times.get(now_ms));
-            (order_at, offsets)
+            (order_at, order_len, offsets)
         });
         // The event id is short: its key and length are one byte each.
         let id_range = payload_start + 2..payload_start + 2 + id_len;
@@ -1182,7 +1428,7 @@ mod tests {
                 put_bytes(&mut expected, field, v);
                 assert_eq!(bytes_len(field, n), expected.len());
                 let mut got = Vec::new();
-                append_sized(&mut got, expected.len(), |c| c.bytes(field, v));
+                append_bounded(&mut got, expected.len(), |c| c.bytes(field, v));
                 assert_eq!(got, expected, "field {field}, {n} bytes");
             }
             let mut ints = vec![0, 1, -1, i64::MIN, i64::MAX];
@@ -1194,7 +1440,7 @@ mod tests {
                 put_int(&mut expected, field, v);
                 assert_eq!(int_len(field, v), expected.len());
                 let mut got = Vec::new();
-                append_sized(&mut got, expected.len(), |c| c.int(field, v));
+                append_bounded(&mut got, expected.len(), |c| c.int(field, v));
                 assert_eq!(got, expected, "field {field}, {v}");
             }
         }
@@ -1238,13 +1484,319 @@ mod tests {
                     let expected = timestamp_field(13, ms);
                     assert_eq!(memo.field_len(13, ms), expected.len(), "{ms}");
                     let mut cursor_out = Vec::new();
-                    append_sized(&mut cursor_out, expected.len(), |c| {
+                    append_bounded(&mut cursor_out, expected.len(), |c| {
                         c.timestamp(13, memo.get(ms))
                     });
                     assert_eq!(cursor_out, expected, "{ms}");
                     let mut vec_out = Vec::new();
                     put_timestamp(&mut vec_out, 13, memo.get(ms));
                     assert_eq!(vec_out, expected, "{ms}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn open_and_close_write_canonical_lengths_at_every_width() {
+        // Bodies around each varint width boundary, in placeholders of
+        // every width that can hold their length.
+        let lens = [
+            0usize,
+            1,
+            126,
+            127,
+            128,
+            129,
+            16382,
+            16383,
+            16384,
+            16385,
+            1 << 21,
+        ];
+        for &len in &lens {
+            let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut expected = Vec::new();
+            put_bytes(&mut expected, 1, b"x");
+            put_message(&mut expected, 9, &body);
+            put_int(&mut expected, 2, 7);
+            for width in varint_len(len as u64)..=4 {
+                let mut got = Vec::new();
+                let max = 3 + 1 + width + len + 2;
+                let body_at = append_bounded(&mut got, max, |c| {
+                    c.bytes(1, b"x");
+                    let at = c.open(9, width);
+                    c.raw(&body);
+                    let body_at = c.close(at, width);
+                    c.int(2, 7);
+                    body_at
+                });
+                assert_eq!(got, expected, "{len} bytes in {width}");
+                assert_eq!(&got[body_at..body_at + len], &body[..], "{len} in {width}");
+            }
+        }
+    }
+
+    /// A state with a region, a client, `skus` and `locations`.
+    fn state(skus: &[String], locations: &[String]) -> State {
+        let mut st = State::default();
+        st.regions.intern("eu");
+        st.clients.intern("client-a");
+        for s in skus {
+            st.skus.intern(s);
+        }
+        for l in locations {
+            st.locations.intern(l);
+        }
+        st
+    }
+
+    /// An order of `lines` lines (SKU `i` on line `i`), each allocated at
+    /// location `i % locations` and backordered by one unit.
+    fn order(st: &State, lines: usize, customer: &str, reason: &str) -> Order {
+        let locations = st.locations.len() as u32;
+        let mut text = String::from("req-1");
+        text.push_str(customer);
+        Order {
+            key: 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+            client: 0,
+            text: text.into(),
+            request_id_len: 5,
+            region: 0,
+            lines: (0..lines as u32)
+                .map(|i| Line {
+                    sku: i,
+                    quantity: 3 + i as i32 * 1000,
+                    unit_price_minor: 250,
+                })
+                .collect(),
+            currency: *b"EUR",
+            policy: 3,
+            status: Status::Allocated,
+            version: 2,
+            allocations: (0..lines as u32)
+                .map(|i| Allocation {
+                    line: i,
+                    loc: i % locations,
+                    quantity: 2,
+                })
+                .collect(),
+            backorders: (0..lines as u32)
+                .map(|i| Backorder {
+                    line: i,
+                    quantity: 1,
+                })
+                .collect(),
+            total_minor: 750,
+            create_ms: 1_700_000_000_123,
+            update_ms: 1_700_000_000_456,
+            expire_ms: Some(1_700_000_900_123),
+            status_reason: match reason {
+                "" => StatusReason::None,
+                r => StatusReason::Custom(Box::new(r.into())),
+            },
+            queue_seq: 0,
+            touch: Touch::default(),
+        }
+    }
+
+    /// The straightforward encoding of `o`: every embedded message built
+    /// in its own buffer, then copied in after its length.
+    fn reference_order(st: &State, o: &Order) -> Vec<u8> {
+        let mut id = [0u8; ORDER_ID_LEN];
+        write_order_id(o.key, &mut id);
+        let currency: &[u8] = &o.currency;
+        let mut out = Vec::new();
+        put_bytes(&mut out, 1, &id);
+        put_bytes(&mut out, 2, o.request_id().as_bytes());
+        put_bytes(&mut out, 3, o.customer_id().as_bytes());
+        put_bytes(&mut out, 4, st.regions.name(o.region).as_bytes());
+        for line in &o.lines {
+            let mut m = Vec::new();
+            put_bytes(&mut m, 1, st.skus.name(line.sku).as_bytes());
+            put_int(&mut m, 2, i64::from(line.quantity));
+            put_int(&mut m, 3, line.unit_price_minor);
+            put_bytes(&mut m, 4, currency);
+            put_message(&mut out, 5, &m);
+        }
+        put_int(&mut out, 6, i64::from(o.policy));
+        put_int(&mut out, 7, o.status as i64);
+        put_int(&mut out, 8, o.version);
+        for a in &o.allocations {
+            let mut m = Vec::new();
+            put_int(&mut m, 1, i64::from(a.line));
+            put_bytes(&mut m, 2, line_sku(st, o, a.line));
+            put_bytes(&mut m, 3, st.locations.name(a.loc).as_bytes());
+            put_int(&mut m, 4, i64::from(a.quantity));
+            put_message(&mut out, 9, &m);
+        }
+        for b in &o.backorders {
+            let mut m = Vec::new();
+            put_int(&mut m, 1, i64::from(b.line));
+            put_bytes(&mut m, 2, line_sku(st, o, b.line));
+            put_int(&mut m, 3, i64::from(b.quantity));
+            put_message(&mut out, 10, &m);
+        }
+        put_int(&mut out, 11, o.total_minor);
+        put_bytes(&mut out, 12, currency);
+        out.extend(timestamp_field(13, o.create_ms));
+        out.extend(timestamp_field(14, o.update_ms));
+        if let Some(at) = o.expire_ms {
+            out.extend(timestamp_field(15, at));
+        }
+        put_bytes(&mut out, 16, o.status_reason.as_str().as_bytes());
+        put_bytes(&mut out, 17, st.clients.name(o.client).as_bytes());
+        out
+    }
+
+    /// Checks every writer of an order against [`reference_order`]:
+    /// alone (the row), in an OrderEvent and in a BatchCreateOrders item.
+    /// Returns the size of the order and of the item body.
+    fn check_order(st: &mut State, o: Order) -> (usize, usize) {
+        let now = 1_700_000_000_999;
+        let expected = reference_order(st, &o);
+        let mut got = Vec::new();
+        let offsets = write_order(&mut got, st, &o);
+        assert_eq!(got, expected, "order");
+        let (c_at, c_len) = offsets.customer_id;
+        assert_eq!(&got[c_at..c_at + c_len], o.customer_id().as_bytes());
+
+        let mut id = [0u8; ORDER_ID_LEN];
+        write_order_id(o.key, &mut id);
+        let event_id = format!("{}:{}", std::str::from_utf8(&id).unwrap(), o.version);
+        let mut event = Vec::new();
+        put_bytes(&mut event, 1, event_id.as_bytes());
+        put_int(&mut event, 2, o.status as i64);
+        put_message(&mut event, 3, &expected);
+        event.extend(timestamp_field(4, now));
+        let mut item = Vec::new();
+        put_bytes(&mut item, 1, o.request_id().as_bytes());
+        put_message(&mut item, 2, &expected);
+        let mut batch = Vec::new();
+        put_message(&mut batch, 1, &item);
+
+        let key = o.key;
+        st.orders.insert(key, o);
+        let o = st.orders.get(&key).unwrap();
+        let mut w = ResultWriter::new();
+        w.order_event(st, o, now);
+        w.command_done(st, Outcome::OrderEvent);
+        let items = vec![ItemResult {
+            request_id: o.request_id(),
+            result: Ok(key),
+        }];
+        w.write_batch_create(st, &items);
+        let out = w.finish(1);
+        let e = &out.events[0];
+        assert_eq!(out.bytes(&e.payload), &event[..], "event");
+        assert_eq!(out.text(&e.event_id), event_id);
+        assert_eq!(out.bytes(&out.responses[0].payload), &expected[..], "row");
+        assert_eq!(out.bytes(&out.responses[1].payload), &batch[..], "item");
+        (expected.len(), item.len())
+    }
+
+    /// `make(n)` for the smallest `n` whose order (`.0`) or item body
+    /// (`.1`) of [`check_order`] is `target` bytes, checking every order
+    /// on the way; panics if no `n` up to `max` hits it.
+    fn hit(target: usize, item: bool, max: usize, mut make: impl FnMut(usize) -> (State, Order)) {
+        for n in 0..=max {
+            let (mut st, o) = make(n);
+            let (order, body) = check_order(&mut st, o);
+            let size = if item { body } else { order };
+            if size == target {
+                return;
+            }
+            assert!(size < target, "{target} skipped at {n}: {size}");
+        }
+        panic!("{target} not reached");
+    }
+
+    #[test]
+    fn orders_at_the_varint_boundaries_match_the_straightforward_encoding() {
+        let skus: Vec<String> = (0..100).map(|i| format!("sku-{i:03}")).collect();
+        let locations = vec!["loc-a".to_owned(), "loc-b".to_owned()];
+        let short = state(&skus, &locations);
+        // An order of one line without allocations, and a customer id of
+        // n bytes: 127 / 128 bytes of order and of batch item.
+        let small = |n: usize| {
+            let mut o = order(&short, 1, &"c".repeat(n), "");
+            o.allocations.clear();
+            o.backorders.clear();
+            o.expire_ms = None;
+            // Empty timestamps, so that the smallest is under 126 bytes.
+            o.create_ms = 0;
+            o.update_ms = 0;
+            (short.clone(), o)
+        };
+        for target in [126, 127, 128, 129] {
+            hit(target, false, 200, small);
+            hit(target, true, 200, small);
+        }
+        // 16383 / 16384 bytes: 100 lines of 64-byte SKUs, 40 of them
+        // allocated at 64-byte locations, and a status reason of n bytes.
+        let long_skus: Vec<String> = (0..100).map(|i| format!("{i:0>64}")).collect();
+        let long_locations = vec!["l".repeat(64), "m".repeat(64)];
+        let long = state(&long_skus, &long_locations);
+        let big = |n: usize| {
+            let mut o = order(&long, 100, "cust", &"r".repeat(n));
+            o.allocations.truncate(40);
+            o.backorders.clear();
+            (long.clone(), o)
+        };
+        let base = reference_order(&long, &big(0).1).len();
+        assert!(base < 16383 - 200, "{base}");
+        let from = 16383 - 200 - base;
+        for target in [16382, 16383, 16384, 16385] {
+            hit(target, false, 400, |n| big(from + n));
+            hit(target, true, 400, |n| big(from + n));
+        }
+        // Orders whose bound is just within the limit (their item's bound
+        // needs a 3-byte length: the item is moved back) or just past it
+        // (the exact size is used).
+        let mut times = TimestampMemo::default();
+        let few = |n: usize| {
+            let mut o = order(&long, 50, "cust", &"r".repeat(n));
+            o.allocations.truncate(30);
+            o.backorders.truncate(5);
+            o
+        };
+        let mut bounds = Vec::new();
+        for n in 0..20_000 {
+            let o = few(n);
+            let bound = order_bound(&long, &o, &mut times);
+            if (ORDER_BOUND_LIMIT - 4..=ORDER_BOUND_LIMIT + 4).contains(&bound) {
+                bounds.push(bound);
+                check_order(&mut long.clone(), o);
+            }
+        }
+        assert!(bounds.contains(&ORDER_BOUND_LIMIT), "{bounds:?}");
+        assert!(bounds.iter().any(|&b| b > ORDER_BOUND_LIMIT), "{bounds:?}");
+    }
+
+    #[test]
+    fn orders_with_names_beyond_the_limits_match_the_straightforward_encoding() {
+        // Names only restored snapshots can bring in: the bound grows with
+        // the longest name, or gives way to the exact size.
+        for len in [98, 99, 127, 128, 300, 20_000] {
+            let skus: Vec<String> = (0..3).map(|i| format!("{i}{}", "s".repeat(len))).collect();
+            let locations = vec!["x".to_owned(), "y".repeat(len)];
+            let mut st = state(&skus, &locations);
+            st.clients.intern(&"k".repeat(len));
+            for lines in [1, 3] {
+                for reason in ["", "CANCELLED", &"r".repeat(len)] {
+                    let mut o = order(&st, lines, &"c".repeat(len), reason);
+                    o.client = 1;
+                    check_order(&mut st, o.clone());
+                    // A free line, and lines past the short-int fast path.
+                    o.lines[0].unit_price_minor = 0;
+                    if lines > 1 {
+                        o.lines[1].quantity = 1 << 21;
+                        o.lines[2].unit_price_minor = -5;
+                    }
+                    check_order(&mut st, o.clone());
+                    o.client = 0;
+                    o.allocations[0].loc = 0;
+                    o.allocations[0].line = 7; // out of range: no SKU
+                    check_order(&mut st, o);
                 }
             }
         }

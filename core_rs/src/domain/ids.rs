@@ -337,6 +337,10 @@ pub fn name_eq(a: &str, b: &str) -> bool {
 pub struct Interner<T> {
     index: HashIndex,
     entries: Vec<(Name, T)>,
+    /// Length of the longest name interned: a bound on every name that the
+    /// encoder can rely on, whatever path (validated command or restored
+    /// snapshot) brought the name in.
+    max_name_len: usize,
 }
 
 /// The hash the interners use for names.
@@ -349,6 +353,7 @@ impl<T: Default> Interner<T> {
         Self {
             index: HashIndex::default(),
             entries: Vec::new(),
+            max_name_len: 0,
         }
     }
 
@@ -370,7 +375,14 @@ impl<T: Default> Interner<T> {
         let index = u32::try_from(self.entries.len()).expect("fewer than 2^32 names");
         self.entries.push((Name::new(name), T::default()));
         self.index.insert(hash, index);
+        self.max_name_len = self.max_name_len.max(name.len());
         index
+    }
+
+    /// No name of this interner is longer (names are never removed, so
+    /// this only grows).
+    pub fn max_name_len(&self) -> usize {
+        self.max_name_len
     }
 
     /// Prefetch stage 1: the bucket of `hash`.
