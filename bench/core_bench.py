@@ -322,13 +322,26 @@ def main(argv: list[str] | None = None) -> int:
         "--reference-batches", type=int, default=3, help="batches run on the reference model"
     )
     parser.add_argument("--seed", type=int, default=1)
+    defaults = WorkloadSpec()
+    parser.add_argument(
+        "--skus",
+        type=int,
+        default=defaults.skus,
+        help="SKU count (the standard workload's; smaller only for smoke runs)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="orders per batch (the standard workload's; smaller only for smoke runs)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "core.json")
     args = parser.parse_args(argv)
 
     pinning = pin_to_one_core()
     print(f"core_bench: {pinning}", file=sys.stderr)
     engine_module = import_engine()
-    spec = WorkloadSpec(seed=args.seed)
+    spec = WorkloadSpec(seed=args.seed, skus=args.skus, batch_size=args.batch_size)
     workload = StandardWorkload(spec)
     print(f"workload: {spec.describe()}", file=sys.stderr)
 

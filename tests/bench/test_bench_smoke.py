@@ -139,3 +139,28 @@ def test_report_renders_markdown_and_png(tmp_path: Path) -> None:
     for name in ("throughput.png", "latency.png"):
         png = (tmp_path / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+def test_core_bench_runs_and_checks_its_outputs(tmp_path: Path) -> None:
+    """A tiny run of `make bench-core`'s script: it must finish, write the fields the
+    issue asks for, and find the Rust outputs equal to the reference model's and the
+    reserved run's equal to the fresh run's."""
+    out = tmp_path / "core.json"
+    args = ["--skus", "2000", "--batch-size", "256", "--seconds", "0.2"]
+    args += ["--reference-batches", "1", "--out", str(out)]
+    completed = subprocess.run(
+        [sys.executable, str(BENCH / "core_bench.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["workload"]["spec"]["skus"] == 2000
+    for key in ("orders_per_s", "lines_per_s", "speedup_vs_reference"):
+        assert result[key] > 0, key
+    assert result["reference"]["outputs_match"] is True
+    assert result["reserved"]["outputs_match_cold_run"] is True
+    assert result["reserved"]["lines_per_s"] > 0
+    assert result["orders"] >= 256
