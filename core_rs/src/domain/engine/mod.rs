@@ -542,50 +542,52 @@ impl Engine {
     }
 
     /// The stock row of (sku, loc), created at 0 if missing, ready to change.
+    /// (The same decision as [`Engine::touch_decision`], written against the
+    /// row in place: this runs for every line of every created order.)
     fn touch_stock(&mut self, sku: SkuId, loc: LocId) -> &mut StockCell {
-        let pos = self
-            .state
-            .skus
-            .value(sku)
-            .cells
-            .iter()
-            .position(|c| c.loc == loc);
-        let index = match pos {
+        let epoch = self.epoch;
+        let first_epoch = self.log.first_epoch;
+        let log = &mut self.log;
+        let cells = &mut self.state.skus.value_mut(sku).cells;
+        let index = match cells.iter().position(|c| c.loc == loc) {
             Some(i) => {
-                let cell = self.state.skus.value(sku).cells[i];
-                let (record, touch, push) =
-                    self.touch_decision(cell.touch, self.log.changed_stock.len());
-                if record {
-                    self.log.undo.push(Undo::Stock(sku, loc, Some(cell)));
+                let cell = &mut cells[i];
+                if cell.touch.epoch != epoch {
+                    // First change since the batch start or the last savepoint.
+                    log.undo.push(Undo::Stock(sku, loc, Some(*cell)));
+                    if cell.touch.epoch >= first_epoch {
+                        // Already in this batch's changed list.
+                        cell.touch.epoch = epoch;
+                    } else {
+                        cell.touch = Touch {
+                            epoch,
+                            index: log.changed_stock.len() as u32,
+                        };
+                        log.changed_stock.push((sku, loc));
+                        log.stock_values.push(*cell);
+                    }
                 }
-                if push {
-                    self.log.changed_stock.push((sku, loc));
-                    self.log.stock_values.push(cell);
-                }
-                self.state.skus.value_mut(sku).cells[i].touch = touch;
                 i
             }
             None => {
-                self.log.undo.push(Undo::Stock(sku, loc, None));
-                let touch = Touch {
-                    epoch: self.epoch,
-                    index: self.log.changed_stock.len() as u32,
-                };
-                self.log.changed_stock.push((sku, loc));
+                log.undo.push(Undo::Stock(sku, loc, None));
                 let cell = StockCell {
                     on_hand: 0,
                     reserved: 0,
                     version: 0,
-                    touch,
+                    touch: Touch {
+                        epoch,
+                        index: log.changed_stock.len() as u32,
+                    },
                     loc,
                 };
-                self.log.stock_values.push(cell);
-                let cells = &mut self.state.skus.value_mut(sku).cells;
+                log.changed_stock.push((sku, loc));
+                log.stock_values.push(cell);
                 cells.push(cell);
                 cells.len() - 1
             }
         };
-        &mut self.state.skus.value_mut(sku).cells[index]
+        &mut cells[index]
     }
 
     fn touch_location(&mut self, loc: LocId) {
