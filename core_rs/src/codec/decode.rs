@@ -650,6 +650,18 @@ mod fast {
         }
     }
 
+    /// A CreateOrderRequest with every field at its default, whose lines
+    /// will start at index `start` of the batch's lines.
+    fn empty_create<'a>(start: u32) -> CreateIn<'a> {
+        CreateIn {
+            request_id: "",
+            customer_id: "",
+            region: "",
+            lines: start..start,
+            policy: 0,
+        }
+    }
+
     /// The straight-line parse of a CreateOrderRequest whose fields appear
     /// in ascending field-number order, each (but `lines`) at most once,
     /// every tag one byte, with the expected wire types and no unknown
@@ -663,14 +675,7 @@ mod fast {
         lines: &mut Vec<LineIn<'a>>,
     ) -> R<CreateIn<'a>> {
         let mut m = Reader::new(bytes);
-        let start = lines.len() as u32;
-        let mut c = CreateIn {
-            request_id: "",
-            customer_id: "",
-            region: "",
-            lines: start..start,
-            policy: 0,
-        };
+        let mut c = empty_create(lines.len() as u32);
         let mut tag = m.next_byte();
         if tag == REQUEST_ID {
             c.request_id = utf8(m.bytes()?)?;
@@ -709,14 +714,7 @@ mod fast {
         lines: &mut Vec<LineIn<'a>>,
     ) -> R<CreateIn<'a>> {
         let mut m = Reader::new(bytes);
-        let start = lines.len() as u32;
-        let mut c = CreateIn {
-            request_id: "",
-            customer_id: "",
-            region: "",
-            lines: start..start,
-            policy: 0,
-        };
+        let mut c = empty_create(lines.len() as u32);
         while !m.done() {
             match m.tag()? {
                 REQUEST_ID => c.request_id = utf8(m.bytes()?)?,

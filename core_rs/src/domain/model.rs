@@ -327,9 +327,9 @@ impl State {
     }
 }
 
-/// Writes zeros over the spare capacity of `v` (one store per 4 KiB page
-/// would do, but every byte is as cheap here), so that its pages are
-/// faulted in now rather than when the vector is filled.
+/// Writes a zeroed element into the spare capacity of `v` once per 4 KiB
+/// page, so that its pages are faulted in now rather than when the vector is
+/// filled (the length is unchanged: nothing is initialised for the caller).
 pub fn pre_touch<T>(v: &mut Vec<T>) {
     const PAGE: usize = 4096;
     let spare = v.spare_capacity_mut();
