@@ -739,16 +739,19 @@ mod fast {
         }
     }
 
+    /// An OrderLine with every field at its default.
+    const EMPTY_LINE: LineIn<'static> = LineIn {
+        sku: "",
+        quantity: 0,
+        unit_price_minor: 0,
+        currency: "",
+    };
+
     /// [`create_in_order`] for an OrderLine.
     #[inline(always)]
     pub(super) fn line_in_order(bytes: &[u8]) -> R<LineIn<'_>> {
         let mut l = Reader::new(bytes);
-        let mut line = LineIn {
-            sku: "",
-            quantity: 0,
-            unit_price_minor: 0,
-            currency: "",
-        };
+        let mut line = EMPTY_LINE;
         let mut tag = l.next_byte();
         if tag == SKU {
             line.sku = utf8(l.bytes()?)?;
@@ -776,12 +779,7 @@ mod fast {
     #[inline(never)]
     pub(super) fn line_any_order(bytes: &[u8]) -> R<LineIn<'_>> {
         let mut l = Reader::new(bytes);
-        let mut line = LineIn {
-            sku: "",
-            quantity: 0,
-            unit_price_minor: 0,
-            currency: "",
-        };
+        let mut line = EMPTY_LINE;
         while !l.done() {
             match l.tag()? {
                 SKU => line.sku = utf8(l.bytes()?)?,
