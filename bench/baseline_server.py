@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import signal
 import sys
 import time
 from collections import defaultdict
@@ -43,6 +42,7 @@ for _p in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(_p))
 
 from cql_ceiling import connect, create_keyspace, execute  # noqa: E402
+from grpc_serving import new_server, serve_until_signal  # noqa: E402
 
 from server.gen.orders.v1 import orders_pb2  # noqa: E402
 
@@ -324,19 +324,9 @@ class Baseline:
 async def serve(args: argparse.Namespace) -> None:
     baseline = Baseline(args)
     await baseline.start()
-    server = grpc.aio.server(
-        options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 65_536)]
-    )
+    server = new_server()
     server.add_generic_rpc_handlers(baseline.handlers())
-    port = server.add_insecure_port(args.listen)
-    await server.start()
-    print(f"baseline server on port {port}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(grace=2)
+    await serve_until_signal(server, args.listen, "baseline server", grace=2)
     await baseline.close()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,15 @@ from typing import Any
 import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from grpc_serving import new_server, serve_until_signal  # noqa: E402
 
 from server.gen.orders.v1 import orders_pb2  # noqa: E402
 
 SERVICE = "orders.v1.OrderService"
-# the service's limit (server/app.py): admission is not the transport's job
-MAX_CONCURRENT_STREAMS = 65_536
 
 
 def order_payload() -> bytes:
@@ -60,12 +60,7 @@ async def serve(listen: str) -> None:
         return payload
 
     handler = grpc.unary_unary_rpc_method_handler(echo)  # raw bytes in and out
-    server = grpc.aio.server(
-        options=[
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
-        ]
-    )
+    server = new_server()
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
@@ -73,15 +68,7 @@ async def serve(listen: str) -> None:
             ),
         )
     )
-    port = server.add_insecure_port(listen)
-    await server.start()
-    print(f"echo server on port {port}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(grace=1)
+    await serve_until_signal(server, listen, "echo server", grace=1)
 
 
 def main() -> int:

@@ -376,7 +376,7 @@ class Bench:
     def service(self, name: str) -> contextlib.AbstractContextManager[Child]:
         port = free_port()
         self.metrics_port = free_port()
-        keyspace = f"bench_{name}_{self.run_id}"
+        keyspace = self.keyspace(name)
         args = [
             PY,
             "-m",
@@ -385,6 +385,17 @@ class Bench:
             f"127.0.0.1:{port}",
             "--metrics-port",
             str(self.metrics_port),
+            *self.store_args(keyspace),
+        ]
+        return child(f"service-{name}", args, port, self.logs, health=True)
+
+    def keyspace(self, name: str) -> str:
+        return f"bench_{name}_{self.run_id}"
+
+    def store_args(self, keyspace: str) -> list[str]:
+        """Where a server under test keeps its rows and publishes its events: a keyspace
+        and a stream of its own, so runs never read each other's data."""
+        return [
             "--cql-port",
             str(self.cfg.cql_port),
             "--cql-keyspace",
@@ -396,10 +407,6 @@ class Bench:
             "--subject-prefix",
             f"{keyspace}.",
         ]
-        return child(f"service-{name}", args, port, self.logs, health=True)
-
-    def keyspace(self, name: str) -> str:
-        return f"bench_{name}_{self.run_id}"
 
     def check(self, name: str, sku_filter: str | None = None) -> dict[str, Any]:
         return oversell_report("127.0.0.1", self.cfg.cql_port, self.keyspace(name), sku_filter)
@@ -527,16 +534,7 @@ class Bench:
             str(BENCH / "baseline_server.py"),
             "--listen",
             f"127.0.0.1:{port}",
-            "--cql-port",
-            str(self.cfg.cql_port),
-            "--cql-keyspace",
-            keyspace,
-            "--nats-url",
-            self.cfg.nats_url,
-            "--stream-name",
-            keyspace.upper(),
-            "--subject-prefix",
-            f"{keyspace}.",
+            *self.store_args(keyspace),
         ]
         with child(name, args, port, self.logs, health=False) as base:
             log("baseline_steady: setup")
