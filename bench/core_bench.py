@@ -35,6 +35,7 @@ import os
 import platform
 import resource
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -308,6 +309,21 @@ def compare_outputs(rust: list[bytes], ref: list[bytes]) -> tuple[bool, Counter[
     return same, outcomes
 
 
+def write_framed(path: Path, batches: list[bytes]) -> None:
+    """Batches one after another, each after its length (4 bytes, little-endian)."""
+    with path.open("wb") as out:
+        for data in batches:
+            out.write(struct.pack("<I", len(data)))
+            out.write(data)
+
+
+def dump_batches(directory: Path, setup_batches: list[bytes], timed: list[bytes]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    write_framed(directory / "setup.bin", setup_batches)
+    write_framed(directory / "timed.bin", timed)
+    progress_done(f"wrote {len(setup_batches)} setup and {len(timed)} timed batches to {directory}")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
@@ -336,6 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         help="orders per batch (the standard workload's; smaller only for smoke runs)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "core.json")
+    parser.add_argument(
+        "--dump-batches",
+        type=Path,
+        metavar="DIR",
+        help="also write the setup and timed batches to DIR (setup.bin, timed.bin), for "
+        "`BENCH_REPLAY=DIR cargo run --release --example bench_engine` and its profilers",
+    )
     args = parser.parse_args(argv)
 
     pinning = pin_to_one_core()
@@ -382,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         exact_batches=n,
     )
     reserved_total = sum(reserved_times)
+    if args.dump_batches is not None:
+        dump_batches(args.dump_batches, setup_batches, [b.data for b in source.batches[:n]])
 
     ref_times, ref_outputs = run_reference(setup_batches, source, k)
     ref_time = sum(ref_times)

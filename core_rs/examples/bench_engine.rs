@@ -1,6 +1,11 @@
 //! Engine throughput and memory benchmark (a benchmark, not a test).
 //!
 //!     cargo run --release --example bench_engine [-- ORDERS]
+//!     BENCH_REPLAY=DIR cargo run --release --example bench_engine [-- ORDERS]
+//!
+//! BENCH_REPLAY runs the standard workload of `make bench-core` instead,
+//! from the batches `bench/core_bench.py --dump-batches DIR` wrote (ORDERS
+//! then limits how many are timed).
 //!
 //! Workload (deterministic, splitmix64 seed 42): one PRIORITY region with 8
 //! locations, 100,000 SKUs stocked at every location, then batches of 4,096
@@ -142,11 +147,21 @@ fn timed_apply(engine: &mut Engine, batch: &[u8]) -> codec::BatchOutput {
     codec::apply(engine, batch).expect("batch")
 }
 
-fn main() {
-    let orders: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_048_576);
+/// What the timed part runs: the engine after setup, the encoded order
+/// batches, and what the report needs to know about them.
+struct Workload {
+    engine: Engine,
+    batches: Vec<Vec<u8>>,
+    orders: usize,
+    lines_total: usize,
+    stock_rows: usize,
+    /// Live bytes before setup and after the stock was loaded.
+    base: isize,
+    after_stock: isize,
+}
+
+/// The built-in synthetic workload (see the top of the file).
+fn synthetic(orders: usize) -> Workload {
     let sku_count: usize = std::env::var("BENCH_SKUS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -236,6 +251,90 @@ fn main() {
             .encode_to_vec(),
         );
     }
+    Workload {
+        engine,
+        batches,
+        orders,
+        lines_total,
+        stock_rows,
+        base,
+        after_stock,
+    }
+}
+
+/// Reads batches written by `bench/core_bench.py --dump-batches DIR`: each
+/// batch after its length (4 bytes, little-endian).
+fn read_framed(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut batches = Vec::new();
+    let mut rest = data.as_slice();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        assert!(len <= tail.len(), "{}: truncated batch", path.display());
+        batches.push(tail[..len].to_vec());
+        rest = &tail[len..];
+    }
+    batches
+}
+
+/// The standard workload of `make bench-core`, replayed from its dumped
+/// batches (BENCH_REPLAY=DIR): setup applied and committed, timed batches
+/// counted (orders and lines) but not yet applied. With `max_orders`, only
+/// the batches that reach it (for profilers, which run far slower).
+fn replay(dir: &std::path::Path, max_orders: Option<usize>) -> Workload {
+    let base = live();
+    let mut engine = Engine::new();
+    for b in read_framed(&dir.join("setup.bin")) {
+        let out = codec::apply(&mut engine, &b).expect("setup batch");
+        engine.commit(out.batch_seq).expect("commit");
+    }
+    let after_stock = live();
+    let mut batches = read_framed(&dir.join("timed.bin"));
+    let (mut orders, mut lines_total) = (0, 0);
+    if let Some(max) = max_orders {
+        batches.truncate(max.div_ceil(BATCH));
+    }
+    for b in &batches {
+        let batch = epb::EngineBatch::decode(b.as_slice()).expect("timed batch");
+        for c in batch.commands {
+            if let Some(epb::engine_command::Command::CreateOrder(req)) = c.command {
+                orders += 1;
+                lines_total += req.lines.len();
+            }
+        }
+    }
+    let stock_rows = engine
+        .state
+        .skus
+        .iter()
+        .map(|(_, _, s)| s.cells.len())
+        .sum();
+    Workload {
+        engine,
+        batches,
+        orders,
+        lines_total,
+        stock_rows,
+        base,
+        after_stock,
+    }
+}
+
+fn main() {
+    let t0 = Instant::now();
+    let orders_arg: Option<usize> = std::env::args().nth(1).and_then(|a| a.parse().ok());
+    let Workload {
+        mut engine,
+        batches,
+        orders,
+        lines_total,
+        stock_rows,
+        base,
+        after_stock,
+    } = match std::env::var_os("BENCH_REPLAY") {
+        Some(dir) => replay(std::path::Path::new(&dir), orders_arg),
+        None => synthetic(orders_arg.unwrap_or(1_048_576)),
+    };
     eprintln!("built batches: {:.2} s", t0.elapsed().as_secs_f64());
     let input_bytes: usize = batches.iter().map(Vec::len).sum();
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ sys.path.insert(0, str(BENCH))
 
 from loadgen import Workload, percentile  # noqa: E402
 
+from server.gen.orders.engine.v1 import engine_pb2  # noqa: E402
 from server.gen.orders.v1 import orders_pb2  # noqa: E402
 
 EXPECTED_KEYS = {
@@ -144,10 +146,12 @@ def test_report_renders_markdown_and_png(tmp_path: Path) -> None:
 def test_core_bench_runs_and_checks_its_outputs(tmp_path: Path) -> None:
     """A tiny run of `make bench-core`'s script: it must finish, write the fields the
     issue asks for, and find the Rust outputs equal to the reference model's and the
-    reserved run's equal to the fresh run's."""
+    reserved run's equal to the fresh run's. The batches it dumps for bench_engine's
+    replay are exactly the ones it timed."""
     out = tmp_path / "core.json"
+    dump = tmp_path / "batches"
     args = ["--skus", "2000", "--batch-size", "256", "--seconds", "0.2"]
-    args += ["--reference-batches", "1", "--out", str(out)]
+    args += ["--reference-batches", "1", "--out", str(out), "--dump-batches", str(dump)]
     completed = subprocess.run(
         [sys.executable, str(BENCH / "core_bench.py"), *args],
         cwd=ROOT,
@@ -164,3 +168,21 @@ def test_core_bench_runs_and_checks_its_outputs(tmp_path: Path) -> None:
     assert result["reserved"]["outputs_match_cold_run"] is True
     assert result["reserved"]["lines_per_s"] > 0
     assert result["orders"] >= 256
+    timed = read_framed((dump / "timed.bin").read_bytes())
+    assert len(timed) == result["batches"]
+    timed_orders = sum(len(engine_pb2.EngineBatch.FromString(b).commands) for b in timed)
+    assert timed_orders == result["orders"]
+    setup = read_framed((dump / "setup.bin").read_bytes())
+    assert setup and all(engine_pb2.EngineBatch.FromString(b).commands for b in setup)
+
+
+def read_framed(data: bytes) -> list[bytes]:
+    """The batches of a --dump-batches file: each after its 4-byte little-endian length."""
+    batches = []
+    at = 0
+    while at < len(data):
+        (length,) = struct.unpack_from("<I", data, at)
+        batches.append(data[at + 4 : at + 4 + length])
+        at += 4 + length
+    assert at == len(data)
+    return batches
