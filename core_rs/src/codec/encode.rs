@@ -281,6 +281,67 @@ fn copy_short(out: &mut [u8], v: &[u8]) {
     }
 }
 
+/// Stores all 8 bytes of `word` at `out[at..at + 8]`, without a bounds
+/// check: for runs of stores whose extent was checked once (see
+/// [`Cursor::framed`]).
+///
+/// # Safety
+/// `at + 8 <= out.len()`.
+#[inline(always)]
+unsafe fn store_word(out: &mut [u8], at: usize, word: u64) {
+    debug_assert!(at + 8 <= out.len());
+    // SAFETY: the 8 bytes are inside `out` (the caller's contract), and
+    // an unaligned write needs no alignment.
+    unsafe {
+        out.as_mut_ptr()
+            .add(at)
+            .cast::<[u8; 8]>()
+            .write_unaligned(word.to_le_bytes())
+    }
+}
+
+/// [`copy_short`] into `out[at..at + v.len()]`, without a bounds check.
+///
+/// # Safety
+/// `at + v.len() <= out.len()`.
+#[inline(always)]
+unsafe fn store_short(out: &mut [u8], at: usize, v: &[u8]) {
+    let n = v.len();
+    debug_assert!(at + n <= out.len());
+    let src = v.as_ptr();
+    // SAFETY: every read is inside `v` (offsets below `n`, for the length
+    // of each case) and every write inside `out[at..at + n]`, which the
+    // caller guarantees is in bounds; `v` cannot overlap `out`, which is
+    // borrowed mutably.
+    unsafe {
+        let dst = out.as_mut_ptr().add(at);
+        match n {
+            8..=16 => {
+                let (a, b) = (
+                    src.cast::<[u8; 8]>().read_unaligned(),
+                    src.add(n - 8).cast::<[u8; 8]>().read_unaligned(),
+                );
+                dst.cast::<[u8; 8]>().write_unaligned(a);
+                dst.add(n - 8).cast::<[u8; 8]>().write_unaligned(b);
+            }
+            4..=7 => {
+                let (a, b) = (
+                    src.cast::<[u8; 4]>().read_unaligned(),
+                    src.add(n - 4).cast::<[u8; 4]>().read_unaligned(),
+                );
+                dst.cast::<[u8; 4]>().write_unaligned(a);
+                dst.add(n - 4).cast::<[u8; 4]>().write_unaligned(b);
+            }
+            1..=3 => {
+                *dst = *src;
+                *dst.add(n / 2) = *src.add(n / 2);
+                *dst.add(n - 1) = *src.add(n - 1);
+            }
+            _ => std::ptr::copy_nonoverlapping(src, dst, n),
+        }
+    }
+}
+
 impl Cursor<'_> {
     /// Stores the low `n` bytes of `word`. All 8 are written, in one
     /// store: the bytes past `n` are overwritten by what follows, or fall
@@ -289,6 +350,21 @@ impl Cursor<'_> {
     fn word(&mut self, word: u64, n: usize) {
         self.buf[self.pos..self.pos + 8].copy_from_slice(&word.to_le_bytes());
         self.pos += n;
+    }
+
+    /// The low bytes of two words, one after the other, as in
+    /// [`Cursor::word`], with one bounds check.
+    #[inline(always)]
+    fn words(&mut self, first: (u64, usize), second: (u64, usize)) {
+        let at = self.pos;
+        let out = &mut self.buf[at..at + 16];
+        let n = first.1.min(8);
+        // SAFETY: `n` is at most 8, and `out` 16 bytes long.
+        unsafe {
+            store_word(out, 0, first.0);
+            store_word(out, n, second.0);
+        }
+        self.pos = at + n + second.1.min(8);
     }
 
     #[inline(always)]
@@ -359,8 +435,11 @@ impl Cursor<'_> {
             // string n + 2 of them).
             let at = self.pos;
             let out = &mut self.buf[at..at + n + 8];
-            out[..8].copy_from_slice(&(key | (n as u64) << 8).to_le_bytes());
-            copy_short(&mut out[2..2 + n], v);
+            // SAFETY: both stores end within `n + 8` bytes, the length of `out`.
+            unsafe {
+                store_word(out, 0, key | (n as u64) << 8);
+                store_short(out, 2, v);
+            }
             self.pos = at + 2 + n;
         } else {
             self.header(field, n);
@@ -384,11 +463,69 @@ impl Cursor<'_> {
         let n = v.len();
         let at = self.pos;
         let out = &mut self.buf[at..at + n + 24];
-        out[..8].copy_from_slice(&head.0.to_le_bytes());
-        copy_short(&mut out[h..h + n], v);
-        out[h + n..h + n + 8].copy_from_slice(&tail.0.to_le_bytes());
-        out[h + n + t..h + n + t + 8].copy_from_slice(&tail2.0.to_le_bytes());
+        // SAFETY: `h` and `t` are at most 8, so every store below ends by
+        // `h + n + t + 8 <= n + 24`, the length of `out`.
+        unsafe {
+            store_word(out, 0, head.0);
+            store_short(out, h, v);
+            store_word(out, h + n, tail.0);
+            store_word(out, h + n + t, tail2.0);
+        }
         self.pos = at + h + n + t + tail2.1.min(8);
+    }
+
+    /// [`Cursor::framed`] with two strings: the low `head_len` bytes of
+    /// `head`, `v`, the low `mid_len` bytes of `mid`, `w`, the low
+    /// `tail_len` bytes of `tail`, with one bounds check for the run.
+    #[inline(always)]
+    fn framed2(
+        &mut self,
+        head: (u64, usize),
+        v: &[u8],
+        mid: (u64, usize),
+        w: &[u8],
+        tail: (u64, usize),
+    ) {
+        // Each length is at most 8 (a no-op that lets the compiler see it).
+        let (h, m) = (head.1.min(8), mid.1.min(8));
+        let (nv, nw) = (v.len(), w.len());
+        let at = self.pos;
+        let out = &mut self.buf[at..at + nv + nw + 24];
+        let p = h + nv;
+        let q = p + m + nw;
+        // SAFETY: `h` and `m` are at most 8, so every store below ends by
+        // `h + nv + m + nw + 8 <= nv + nw + 24`, the length of `out`.
+        unsafe {
+            store_word(out, 0, head.0);
+            store_short(out, h, v);
+            store_word(out, p, mid.0);
+            store_short(out, p + m, w);
+            store_word(out, q, tail.0);
+        }
+        self.pos = at + q + tail.1.min(8);
+    }
+
+    /// Field 1 of an OrderEvent, its id "<order id>:<version>", where the
+    /// version has `digits` decimal digits (see [`decimal_len`]; a
+    /// negative version is written without its sign). At most 57 bytes:
+    /// its key and length take one byte each.
+    #[inline(always)]
+    fn event_id(&mut self, id: &[u8; ORDER_ID_LEN], version: i64, digits: usize) {
+        const COLON: usize = 2 + ORDER_ID_LEN;
+        let digits = digits.min(DECIMAL_DIGITS_MAX);
+        let at = self.pos;
+        let out = &mut self.buf[at..at + COLON + 1 + DECIMAL_DIGITS_MAX];
+        let head = short_head(1, ORDER_ID_LEN + 1 + digits);
+        out[..8].copy_from_slice(&head.to_le_bytes());
+        // A fixed-size copy: moves, not a call to memcpy.
+        out[2..COLON].copy_from_slice(id);
+        out[COLON] = b':';
+        let mut v = version.unsigned_abs();
+        for d in out[COLON + 1..COLON + 1 + digits].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        self.pos = at + COLON + 1 + digits;
     }
 
     /// Starts an embedded message (or any length-delimited field) whose
@@ -459,22 +596,18 @@ impl Cursor<'_> {
     }
 }
 
-/// Writes the decimal digits of `v` (>= 0) into `out`; returns how many.
-fn write_decimal(v: i64, out: &mut [u8]) -> usize {
-    let mut digits = [0u8; 20];
-    let mut n = v.unsigned_abs();
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// Most decimal digits of a u64.
+const DECIMAL_DIGITS_MAX: usize = 20;
+
+/// How many decimal digits `v` has.
+#[inline(always)]
+fn decimal_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 10 {
+        v /= 10;
+        n += 1;
     }
-    let len = digits.len() - i;
-    out[..len].copy_from_slice(&digits[i..]);
-    len
+    n
 }
 
 /// Offsets inside an encoded Order that the persisted row needs.
@@ -601,6 +734,14 @@ fn backorder_max(sku: usize) -> usize {
     INDEX_FIELD_MAX + bytes_max(2, sku) + INT_FIELD_MAX
 }
 
+/// Allocations whose SKU and location names together are shorter than
+/// this have a body under 128 bytes (a one-byte length) when their line
+/// index and quantity are under 2^21: two ints of at most 4 bytes and two
+/// string heads of 2.
+const SHORT_ALLOCATION_NAMES: usize = 128 - 2 * 4 - 2 * 2;
+/// The same for a backorder's SKU (two ints, one string head).
+const SHORT_BACKORDER_SKU: usize = 128 - 2 * 4 - 2;
+
 /// Bounds above this are replaced by the exact size: reserving (and
 /// zeroing) them would cost more than computing it, and it keeps the
 /// length prefix of an order to at most 2 bytes on the bounded path.
@@ -708,12 +849,41 @@ fn write_order_fields(
         c.bytes(4, currency);
         c.close(at, width);
     }
-    c.int(6, i64::from(o.policy));
-    c.int(7, o.status as i64);
-    c.int(8, o.version);
+    let (policy, status, version) = (o.policy as u64, o.status as u64, o.version as u64);
+    if policy < 1 << 7 && status < 1 << 7 && version < 1 << 21 {
+        // Two fields of at most 2 bytes and one of at most 4: one store.
+        let policy = small_int_field(6, policy);
+        let status = small_int_field(7, status);
+        let version = small_int_field(8, version);
+        let word = policy.0 | status.0 << (8 * policy.1) | version.0 << (8 * (policy.1 + status.1));
+        c.word(word, policy.1 + status.1 + version.1);
+    } else {
+        c.int(6, i64::from(o.policy));
+        c.int(7, o.status as i64);
+        c.int(8, o.version);
+    }
     for a in &o.allocations {
         let sku = line_sku(st, o, a.line);
         let loc = st.locations.name(a.loc).as_bytes();
+        let (line, q) = (u64::from(a.line), a.quantity as u64);
+        if line < 1 << 21 && q < 1 << 21 && sku.len() + loc.len() < SHORT_ALLOCATION_NAMES {
+            // The usual allocation: a body under 128 bytes, of known size,
+            // written as one run (as the usual line above).
+            let index = small_int_field(1, line);
+            let sku_head = string_head(2, sku.len());
+            let loc_head = string_head(3, loc.len());
+            let quantity = small_int_field(4, q);
+            let len = index.1 + sku_head.1 + sku.len() + loc_head.1 + loc.len() + quantity.1;
+            let head = short_head(9, len) | (index.0 | sku_head.0 << (8 * index.1)) << 16;
+            c.framed2(
+                (head, 2 + index.1 + sku_head.1),
+                sku,
+                loc_head,
+                loc,
+                quantity,
+            );
+            continue;
+        }
         let width = varint_len(allocation_max(sku.len(), loc.len()) as u64);
         let at = c.open(9, width);
         c.int(1, i64::from(a.line));
@@ -724,6 +894,17 @@ fn write_order_fields(
     }
     for b in &o.backorders {
         let sku = line_sku(st, o, b.line);
+        let (line, q) = (u64::from(b.line), b.quantity as u64);
+        if line < 1 << 21 && q < 1 << 21 && sku.len() < SHORT_BACKORDER_SKU {
+            // As the usual allocation above, without a location.
+            let index = small_int_field(1, line);
+            let sku_head = string_head(2, sku.len());
+            let quantity = small_int_field(3, q);
+            let len = index.1 + sku_head.1 + sku.len() + quantity.1;
+            let head = short_head(10, len) | (index.0 | sku_head.0 << (8 * index.1)) << 16;
+            c.framed((head, 2 + index.1 + sku_head.1), sku, quantity, (0, 0));
+            continue;
+        }
         let width = varint_len(backorder_max(sku.len()) as u64);
         let at = c.open(10, width);
         c.int(1, i64::from(b.line));
@@ -731,8 +912,16 @@ fn write_order_fields(
         c.int(3, i64::from(b.quantity));
         c.close(at, width);
     }
-    c.int(11, o.total_minor);
-    c.bytes(12, currency);
+    let total = o.total_minor as u64;
+    if total < 1 << 21 {
+        // The total (at most 4 bytes) and the currency field: one bounds check.
+        // The lines' currency field (number 4), renumbered 12.
+        let currency_12 = (currency_field.0 & !0xff | u64::from(12 << 3 | LEN), 5);
+        c.words(small_int_field(11, total), currency_12);
+    } else {
+        c.int(11, o.total_minor);
+        c.bytes(12, currency);
+    }
     c.timestamp(13, times.get(o.create_ms));
     c.timestamp(14, times.get(o.update_ms));
     if let Some(at) = o.expire_ms {
@@ -1212,13 +1401,8 @@ impl Sink for ResultWriter {
         // prefix (sized from a bound), which is filled in afterwards.
         let mut id = [0u8; ORDER_ID_LEN];
         write_order_id(o.key, &mut id);
-        // "<order_id>:<version>" on the stack.
-        let mut event_id = [0u8; ORDER_ID_LEN + 1 + 20];
-        event_id[..ORDER_ID_LEN].copy_from_slice(&id);
-        event_id[ORDER_ID_LEN] = b':';
-        let digits = write_decimal(o.version, &mut event_id[ORDER_ID_LEN + 1..]);
+        let digits = decimal_len(o.version.unsigned_abs());
         let id_len = ORDER_ID_LEN + 1 + digits;
-        let event_id = &event_id[..id_len];
 
         let times = &mut self.times;
         let order_max = order_bound(st, o, times);
@@ -1229,7 +1413,7 @@ impl Sink for ResultWriter {
         let arena = &mut self.out.arena;
         let payload_start = arena.len();
         let (order_at, order_len, offsets) = append_bounded(arena, payload_max, |c| {
-            c.bytes(1, event_id);
+            c.event_id(&id, o.version, digits);
             c.int(2, status);
             let prefix_at = c.open(3, order_width);
             let offsets = write_order_fields(c, st, o, &id, times);
@@ -1770,6 +1954,74 @@ mod tests {
         }
         assert!(bounds.contains(&ORDER_BOUND_LIMIT), "{bounds:?}");
         assert!(bounds.iter().any(|&b| b > ORDER_BOUND_LIMIT), "{bounds:?}");
+    }
+
+    /// Small values (the fast paths) and any value (their fallbacks).
+    fn mixed_i64() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::prelude::*;
+        prop_oneof![0i64..200, 0i64..(1 << 22), any::<i64>()]
+    }
+
+    fn mixed_i32() -> impl proptest::strategy::Strategy<Value = i32> {
+        use proptest::prelude::*;
+        prop_oneof![0i32..200, 0i32..(1 << 22), any::<i32>()]
+    }
+
+    use proptest::prelude::prop_oneof;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Every fast path of [`write_order_fields`] (short lines,
+        /// allocations and backorders; the scalar runs) against the
+        /// straightforward encoding, on names and values on both sides of
+        /// their limits.
+        #[test]
+        fn fast_paths_match_the_straightforward_encoding(
+            sku_lens in proptest::collection::vec(0usize..140, 1..4),
+            loc_lens in proptest::collection::vec(1usize..140, 1..3),
+            lines in proptest::collection::vec((0u32..4, mixed_i32(), mixed_i64()), 1..5),
+            allocations in proptest::collection::vec((0u32..6, 0u32..3, mixed_i32()), 0..5),
+            backorders in proptest::collection::vec((0u32..6, mixed_i32()), 0..3),
+            policy in mixed_i32(),
+            status in 1i32..=7,
+            // Not negative: the event id holds the version's digits
+            // without a sign (as it always has), where the reference
+            // event id above would have one.
+            version in prop_oneof![0i64..200, 0i64..(1 << 22), 0..i64::MAX],
+            total in mixed_i64(),
+        ) {
+            // Distinct names: the SKU index in front of its padding.
+            let skus: Vec<String> =
+                sku_lens.iter().enumerate().map(|(i, &n)| format!("{i}{}", "s".repeat(n))).collect();
+            let locations: Vec<String> =
+                loc_lens.iter().enumerate().map(|(i, &n)| format!("{i}{}", "l".repeat(n))).collect();
+            let mut st = state(&skus, &locations);
+            let mut o = order(&st, 0, "cust", "");
+            let sku_count = skus.len() as u32;
+            o.lines = lines
+                .iter()
+                .map(|&(sku, quantity, unit_price_minor)| Line {
+                    sku: sku % sku_count,
+                    quantity,
+                    unit_price_minor,
+                })
+                .collect();
+            let loc_count = locations.len() as u32;
+            o.allocations = allocations
+                .iter()
+                .map(|&(line, loc, quantity)| Allocation { line, loc: loc % loc_count, quantity })
+                .collect();
+            o.backorders = backorders
+                .iter()
+                .map(|&(line, quantity)| Backorder { line, quantity })
+                .collect();
+            o.policy = policy;
+            o.status = Status::from_i32(status).unwrap();
+            o.version = version;
+            o.total_minor = total;
+            check_order(&mut st, o);
+        }
     }
 
     #[test]
