@@ -318,17 +318,6 @@ fn short_head(field: u32, len: usize) -> u64 {
     u64::from(field << 3 | LEN) | (len as u64) << 8
 }
 
-/// [`short_head`] for a string field, and how many bytes (none for an
-/// empty string, which is omitted).
-#[inline(always)]
-fn string_head(field: u32, len: usize) -> (u64, usize) {
-    if len == 0 {
-        (0, 0)
-    } else {
-        (short_head(field, len), 2)
-    }
-}
-
 /// Copies `v` into `out` (of the same length); short strings (most ids and
 /// names) as two overlapping fixed-size moves, which cost less than a call
 /// to memcpy.
@@ -950,16 +939,15 @@ fn write_order_fields(
     for line in &o.lines {
         let sku = st.skus.name(line.sku).as_bytes();
         let (q, p) = (line.quantity as u64, line.unit_price_minor as u64);
-        if q < 1 << 21 && p < 1 << 21 && sku.len() < 128 - 2 - 13 {
+        if q < 1 << 21 && p < 1 << 21 && (1..128 - 2 - 13).contains(&sku.len()) {
             // The usual line: its size is known before it is written (a
             // body under 128 bytes), so it is one run of stores.
             let (qw, ql) = small_int_field(2, q);
             let (pw, pl) = small_int_field(3, p);
             let ints = (qw | pw << (8 * ql), ql + pl);
-            let name = string_head(1, sku.len());
-            let len = name.1 + sku.len() + ints.1 + currency_field.1;
-            let head = short_head(5, len) | name.0 << 16;
-            c.framed((head, 2 + name.1), sku, ints, currency_field);
+            let len = 2 + sku.len() + ints.1 + currency_field.1;
+            let head = short_head(5, len) | short_head(1, sku.len()) << 16;
+            c.framed((head, 4), sku, ints, currency_field);
             continue;
         }
         let width = varint_len(line_max(sku.len()) as u64);
@@ -987,22 +975,23 @@ fn write_order_fields(
         let sku = line_sku(st, o, a.line);
         let loc = st.locations.name(a.loc).as_bytes();
         let (line, q) = (u64::from(a.line), a.quantity as u64);
-        if line < 1 << 21 && q < 1 << 21 && sku.len() + loc.len() < SHORT_ALLOCATION_NAMES {
+        let names = sku.len() + loc.len();
+        if line < 1 << 21
+            && q < 1 << 21
+            && !sku.is_empty()
+            && !loc.is_empty()
+            && names < SHORT_ALLOCATION_NAMES
+        {
             // The usual allocation: a body under 128 bytes, of known size,
-            // written as one run (as the usual line above).
+            // written as one run (as the usual line above). Both names are
+            // there: their heads are 2 bytes each.
             let index = small_int_field(1, line);
-            let sku_head = string_head(2, sku.len());
-            let loc_head = string_head(3, loc.len());
+            let sku_head = short_head(2, sku.len());
+            let loc_head = short_head(3, loc.len());
             let quantity = small_int_field(4, q);
-            let len = index.1 + sku_head.1 + sku.len() + loc_head.1 + loc.len() + quantity.1;
-            let head = short_head(9, len) | (index.0 | sku_head.0 << (8 * index.1)) << 16;
-            c.framed2(
-                (head, 2 + index.1 + sku_head.1),
-                sku,
-                loc_head,
-                loc,
-                quantity,
-            );
+            let len = index.1 + 2 + names + 2 + quantity.1;
+            let head = short_head(9, len) | (index.0 | sku_head << (8 * index.1)) << 16;
+            c.framed2((head, 2 + index.1 + 2), sku, (loc_head, 2), loc, quantity);
             continue;
         }
         let width = varint_len(allocation_max(sku.len(), loc.len()) as u64);
@@ -1016,14 +1005,14 @@ fn write_order_fields(
     for b in &o.backorders {
         let sku = line_sku(st, o, b.line);
         let (line, q) = (u64::from(b.line), b.quantity as u64);
-        if line < 1 << 21 && q < 1 << 21 && sku.len() < SHORT_BACKORDER_SKU {
+        if line < 1 << 21 && q < 1 << 21 && (1..SHORT_BACKORDER_SKU).contains(&sku.len()) {
             // As the usual allocation above, without a location.
             let index = small_int_field(1, line);
-            let sku_head = string_head(2, sku.len());
+            let sku_head = short_head(2, sku.len());
             let quantity = small_int_field(3, q);
-            let len = index.1 + sku_head.1 + sku.len() + quantity.1;
-            let head = short_head(10, len) | (index.0 | sku_head.0 << (8 * index.1)) << 16;
-            c.framed((head, 2 + index.1 + sku_head.1), sku, quantity, (0, 0));
+            let len = index.1 + 2 + sku.len() + quantity.1;
+            let head = short_head(10, len) | (index.0 | sku_head << (8 * index.1)) << 16;
+            c.framed((head, 2 + index.1 + 2), sku, quantity, (0, 0));
             continue;
         }
         let width = varint_len(backorder_max(sku.len()) as u64);
