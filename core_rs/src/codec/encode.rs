@@ -651,9 +651,19 @@ impl Cursor<'_> {
     /// A Timestamp field from its memoised block (needs [`SLACK`]).
     #[inline(always)]
     fn timestamp(&mut self, field: u32, block: &TimestampBlock) {
-        self.varint(u64::from(field << 3 | LEN));
-        self.buf[self.pos..self.pos + TIMESTAMP_BLOCK].copy_from_slice(block);
-        self.pos += 1 + usize::from(block[0]);
+        let key = u64::from(field << 3 | LEN);
+        if key < 1 << 7 {
+            // A one-byte key and the block: one bounds check.
+            let at = self.pos;
+            let out = &mut self.buf[at..at + 1 + TIMESTAMP_BLOCK];
+            out[0] = key as u8;
+            out[1..].copy_from_slice(block);
+            self.pos = at + 2 + usize::from(block[0]);
+        } else {
+            self.varint(key);
+            self.buf[self.pos..self.pos + TIMESTAMP_BLOCK].copy_from_slice(block);
+            self.pos += 1 + usize::from(block[0]);
+        }
     }
 }
 
@@ -778,6 +788,7 @@ fn backorder_len(sku: &[u8], b: &Backorder) -> usize {
 /// The exact encoded size of `orders.v1.Order` for `o`: what
 /// [`write_order_fields`] writes. Only for orders whose [`order_bound`]
 /// would be too loose (names or reasons far beyond the limits).
+#[inline(never)]
 fn order_len(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
     let currency: &[u8] = &o.currency;
     let (request_id, customer_id) = order_text(o);
@@ -867,7 +878,7 @@ const FIELD_HEAD_MAX: usize = 2 + 2;
 /// that would be a second pass over every lookup); the exact size when
 /// the bound would exceed [`ORDER_BOUND_LIMIT`]. Usually within a few
 /// hundred bytes of the size, and in the same varint width.
-#[inline]
+#[inline(always)]
 fn order_bound(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
     const H: usize = FIELD_HEAD_MAX;
     let sku = st.skus.max_name_len();
