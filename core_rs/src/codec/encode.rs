@@ -682,7 +682,7 @@ fn decimal_len(mut v: u64) -> usize {
 }
 
 /// The order id of `key`, "o-" and 32 lower-case hex digits: what
-/// [`write_order_id`] writes, 16 digits per SSE2 operation instead of a
+/// [`crate::domain::ids::write_order_id`] writes, 16 digits per SSE2 operation instead of a
 /// table lookup and a store per byte.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
