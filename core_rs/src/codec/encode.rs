@@ -566,7 +566,7 @@ impl Cursor<'_> {
         self.pos = at + q + tail.1.min(8);
     }
 
-    /// Field 1 of an OrderEvent, its id "<order id>:<version>", where the
+    /// Field 1 of an OrderEvent, its id `"<order id>:<version>"`, where the
     /// version has `digits` decimal digits (see [`decimal_len`]; a
     /// negative version is written without its sign). At most 57 bytes:
     /// its key and length take one byte each.
