@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use crate::domain::engine::{ItemResult, Outcome, ReconcileReport, Sink};
 use crate::domain::error::CommandError;
-use crate::domain::ids::{write_order_id, ORDER_ID_LEN};
+use crate::domain::ids::ORDER_ID_LEN;
 use crate::domain::model::*;
 use crate::domain::undo::BatchLog;
 
@@ -193,8 +193,21 @@ const SLACK: usize = TIMESTAMP_BLOCK;
 /// messages whose size is only known once written: their length prefixes
 /// are fixed up afterwards (see [`Cursor::open`]).
 fn append_bounded<R>(buf: &mut Vec<u8>, max: usize, write: impl FnOnce(&mut Cursor<'_>) -> R) -> R {
+    append_bounded_in(buf, &mut Initialized::default(), max, write)
+}
+
+/// [`append_bounded`] into a buffer whose initialized bytes past its end
+/// are tracked by `initialized` (see [`Initialized`]): they are written
+/// over rather than zeroed first.
+#[inline(always)]
+fn append_bounded_in<R>(
+    buf: &mut Vec<u8>,
+    initialized: &mut Initialized,
+    max: usize,
+    write: impl FnOnce(&mut Cursor<'_>) -> R,
+) -> R {
     let start = buf.len();
-    buf.resize(start + max + SLACK, 0);
+    initialized.extend(buf, start + max + SLACK);
     let mut c = Cursor {
         buf: &mut buf[start..],
         pos: 0,
@@ -206,6 +219,65 @@ fn append_bounded<R>(buf: &mut Vec<u8>, max: usize, write: impl FnOnce(&mut Curs
     let end = start + c.pos;
     buf.truncate(end);
     r
+}
+
+/// How far the allocation of a byte buffer is known to hold initialized
+/// bytes, including past the buffer's length: bytes written through a
+/// `Vec<u8>` stay in its allocation, initialized, when it is truncated or
+/// cleared. Lengthening the arena over them, instead of zeroing the
+/// region an order is written into (its size bound, about twice its
+/// size), saves a memset per order.
+#[derive(Debug, Default, Clone, Copy)]
+struct Initialized {
+    /// The allocation the bytes are in (address and capacity): another
+    /// allocation, after a reallocation, has none of them. A buffer that
+    /// only grows never has the same address and capacity again.
+    addr: usize,
+    capacity: usize,
+    /// Bytes `..end` of the allocation are initialized (`end <= capacity`).
+    end: usize,
+}
+
+impl Initialized {
+    /// For `buf`, whose bytes `..buf.len()` are initialized.
+    fn of(buf: &Vec<u8>) -> Self {
+        Self {
+            addr: buf.as_ptr() as usize,
+            capacity: buf.capacity(),
+            end: buf.len(),
+        }
+    }
+
+    /// Bytes `..self.end` of `buf`'s allocation are initialized.
+    #[inline(always)]
+    fn covers(&self, buf: &Vec<u8>) -> bool {
+        buf.as_ptr() as usize == self.addr && buf.capacity() == self.capacity
+    }
+
+    /// Lengthens `buf` to `len` bytes (at least its length): the new
+    /// bytes are zeros, or what earlier writes left there.
+    #[inline(always)]
+    fn extend(&mut self, buf: &mut Vec<u8>, len: usize) {
+        debug_assert!(len >= buf.len());
+        if len <= self.end && self.covers(buf) {
+            // SAFETY: `len <= self.end <= capacity`, and bytes `..self.end`
+            // of this allocation are initialized (see `covers`).
+            unsafe { buf.set_len(len) }
+        } else {
+            self.extend_zeroed(buf, len);
+        }
+    }
+
+    #[inline(never)]
+    fn extend_zeroed(&mut self, buf: &mut Vec<u8>, len: usize) {
+        if self.covers(buf) && self.end > buf.len() {
+            // SAFETY: `self.end <= capacity`, and bytes `..self.end` of
+            // this allocation are initialized (see `covers`).
+            unsafe { buf.set_len(self.end) }
+        }
+        buf.resize(len, 0);
+        *self = Self::of(buf);
+    }
 }
 
 /// `v` (< 2^21) as a varint in the low bytes of a word, and its length.
@@ -246,17 +318,6 @@ fn short_head(field: u32, len: usize) -> u64 {
     u64::from(field << 3 | LEN) | (len as u64) << 8
 }
 
-/// [`short_head`] for a string field, and how many bytes (none for an
-/// empty string, which is omitted).
-#[inline(always)]
-fn string_head(field: u32, len: usize) -> (u64, usize) {
-    if len == 0 {
-        (0, 0)
-    } else {
-        (short_head(field, len), 2)
-    }
-}
-
 /// Copies `v` into `out` (of the same length); short strings (most ids and
 /// names) as two overlapping fixed-size moves, which cost less than a call
 /// to memcpy.
@@ -281,6 +342,67 @@ fn copy_short(out: &mut [u8], v: &[u8]) {
     }
 }
 
+/// Stores all 8 bytes of `word` at `out[at..at + 8]`, without a bounds
+/// check: for runs of stores whose extent was checked once (see
+/// [`Cursor::framed`]).
+///
+/// # Safety
+/// `at + 8 <= out.len()`.
+#[inline(always)]
+unsafe fn store_word(out: &mut [u8], at: usize, word: u64) {
+    debug_assert!(at + 8 <= out.len());
+    // SAFETY: the 8 bytes are inside `out` (the caller's contract), and
+    // an unaligned write needs no alignment.
+    unsafe {
+        out.as_mut_ptr()
+            .add(at)
+            .cast::<[u8; 8]>()
+            .write_unaligned(word.to_le_bytes())
+    }
+}
+
+/// [`copy_short`] into `out[at..at + v.len()]`, without a bounds check.
+///
+/// # Safety
+/// `at + v.len() <= out.len()`.
+#[inline(always)]
+unsafe fn store_short(out: &mut [u8], at: usize, v: &[u8]) {
+    let n = v.len();
+    debug_assert!(at + n <= out.len());
+    let src = v.as_ptr();
+    // SAFETY: every read is inside `v` (offsets below `n`, for the length
+    // of each case) and every write inside `out[at..at + n]`, which the
+    // caller guarantees is in bounds; `v` cannot overlap `out`, which is
+    // borrowed mutably.
+    unsafe {
+        let dst = out.as_mut_ptr().add(at);
+        match n {
+            8..=16 => {
+                let (a, b) = (
+                    src.cast::<[u8; 8]>().read_unaligned(),
+                    src.add(n - 8).cast::<[u8; 8]>().read_unaligned(),
+                );
+                dst.cast::<[u8; 8]>().write_unaligned(a);
+                dst.add(n - 8).cast::<[u8; 8]>().write_unaligned(b);
+            }
+            4..=7 => {
+                let (a, b) = (
+                    src.cast::<[u8; 4]>().read_unaligned(),
+                    src.add(n - 4).cast::<[u8; 4]>().read_unaligned(),
+                );
+                dst.cast::<[u8; 4]>().write_unaligned(a);
+                dst.add(n - 4).cast::<[u8; 4]>().write_unaligned(b);
+            }
+            1..=3 => {
+                *dst = *src;
+                *dst.add(n / 2) = *src.add(n / 2);
+                *dst.add(n - 1) = *src.add(n - 1);
+            }
+            _ => std::ptr::copy_nonoverlapping(src, dst, n),
+        }
+    }
+}
+
 impl Cursor<'_> {
     /// Stores the low `n` bytes of `word`. All 8 are written, in one
     /// store: the bytes past `n` are overwritten by what follows, or fall
@@ -289,6 +411,21 @@ impl Cursor<'_> {
     fn word(&mut self, word: u64, n: usize) {
         self.buf[self.pos..self.pos + 8].copy_from_slice(&word.to_le_bytes());
         self.pos += n;
+    }
+
+    /// The low bytes of two words, one after the other, as in
+    /// [`Cursor::word`], with one bounds check.
+    #[inline(always)]
+    fn words(&mut self, first: (u64, usize), second: (u64, usize)) {
+        let at = self.pos;
+        let out = &mut self.buf[at..at + 16];
+        let n = first.1.min(8);
+        // SAFETY: `n` is at most 8, and `out` 16 bytes long.
+        unsafe {
+            store_word(out, 0, first.0);
+            store_word(out, n, second.0);
+        }
+        self.pos = at + n + second.1.min(8);
     }
 
     #[inline(always)]
@@ -359,8 +496,11 @@ impl Cursor<'_> {
             // string n + 2 of them).
             let at = self.pos;
             let out = &mut self.buf[at..at + n + 8];
-            out[..8].copy_from_slice(&(key | (n as u64) << 8).to_le_bytes());
-            copy_short(&mut out[2..2 + n], v);
+            // SAFETY: both stores end within `n + 8` bytes, the length of `out`.
+            unsafe {
+                store_word(out, 0, key | (n as u64) << 8);
+                store_short(out, 2, v);
+            }
             self.pos = at + 2 + n;
         } else {
             self.header(field, n);
@@ -384,11 +524,69 @@ impl Cursor<'_> {
         let n = v.len();
         let at = self.pos;
         let out = &mut self.buf[at..at + n + 24];
-        out[..8].copy_from_slice(&head.0.to_le_bytes());
-        copy_short(&mut out[h..h + n], v);
-        out[h + n..h + n + 8].copy_from_slice(&tail.0.to_le_bytes());
-        out[h + n + t..h + n + t + 8].copy_from_slice(&tail2.0.to_le_bytes());
+        // SAFETY: `h` and `t` are at most 8, so every store below ends by
+        // `h + n + t + 8 <= n + 24`, the length of `out`.
+        unsafe {
+            store_word(out, 0, head.0);
+            store_short(out, h, v);
+            store_word(out, h + n, tail.0);
+            store_word(out, h + n + t, tail2.0);
+        }
         self.pos = at + h + n + t + tail2.1.min(8);
+    }
+
+    /// [`Cursor::framed`] with two strings: the low `head_len` bytes of
+    /// `head`, `v`, the low `mid_len` bytes of `mid`, `w`, the low
+    /// `tail_len` bytes of `tail`, with one bounds check for the run.
+    #[inline(always)]
+    fn framed2(
+        &mut self,
+        head: (u64, usize),
+        v: &[u8],
+        mid: (u64, usize),
+        w: &[u8],
+        tail: (u64, usize),
+    ) {
+        // Each length is at most 8 (a no-op that lets the compiler see it).
+        let (h, m) = (head.1.min(8), mid.1.min(8));
+        let (nv, nw) = (v.len(), w.len());
+        let at = self.pos;
+        let out = &mut self.buf[at..at + nv + nw + 24];
+        let p = h + nv;
+        let q = p + m + nw;
+        // SAFETY: `h` and `m` are at most 8, so every store below ends by
+        // `h + nv + m + nw + 8 <= nv + nw + 24`, the length of `out`.
+        unsafe {
+            store_word(out, 0, head.0);
+            store_short(out, h, v);
+            store_word(out, p, mid.0);
+            store_short(out, p + m, w);
+            store_word(out, q, tail.0);
+        }
+        self.pos = at + q + tail.1.min(8);
+    }
+
+    /// Field 1 of an OrderEvent, its id `"<order id>:<version>"`, where the
+    /// version has `digits` decimal digits (see [`decimal_len`]; a
+    /// negative version is written without its sign). At most 57 bytes:
+    /// its key and length take one byte each.
+    #[inline(always)]
+    fn event_id(&mut self, id: &[u8; ORDER_ID_LEN], version: i64, digits: usize) {
+        const COLON: usize = 2 + ORDER_ID_LEN;
+        let digits = digits.min(DECIMAL_DIGITS_MAX);
+        let at = self.pos;
+        let out = &mut self.buf[at..at + COLON + 1 + DECIMAL_DIGITS_MAX];
+        let head = short_head(1, ORDER_ID_LEN + 1 + digits);
+        out[..8].copy_from_slice(&head.to_le_bytes());
+        // A fixed-size copy: moves, not a call to memcpy.
+        out[2..COLON].copy_from_slice(id);
+        out[COLON] = b':';
+        let mut v = version.unsigned_abs();
+        for d in out[COLON + 1..COLON + 1 + digits].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        self.pos = at + COLON + 1 + digits;
     }
 
     /// Starts an embedded message (or any length-delimited field) whose
@@ -453,28 +651,84 @@ impl Cursor<'_> {
     /// A Timestamp field from its memoised block (needs [`SLACK`]).
     #[inline(always)]
     fn timestamp(&mut self, field: u32, block: &TimestampBlock) {
-        self.varint(u64::from(field << 3 | LEN));
-        self.buf[self.pos..self.pos + TIMESTAMP_BLOCK].copy_from_slice(block);
-        self.pos += 1 + usize::from(block[0]);
+        let key = u64::from(field << 3 | LEN);
+        if key < 1 << 7 {
+            // A one-byte key and the block: one bounds check.
+            let at = self.pos;
+            let out = &mut self.buf[at..at + 1 + TIMESTAMP_BLOCK];
+            out[0] = key as u8;
+            out[1..].copy_from_slice(block);
+            self.pos = at + 2 + usize::from(block[0]);
+        } else {
+            self.varint(key);
+            self.buf[self.pos..self.pos + TIMESTAMP_BLOCK].copy_from_slice(block);
+            self.pos += 1 + usize::from(block[0]);
+        }
     }
 }
 
-/// Writes the decimal digits of `v` (>= 0) into `out`; returns how many.
-fn write_decimal(v: i64, out: &mut [u8]) -> usize {
-    let mut digits = [0u8; 20];
-    let mut n = v.unsigned_abs();
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// Most decimal digits of a u64.
+const DECIMAL_DIGITS_MAX: usize = 20;
+
+/// How many decimal digits `v` has.
+#[inline(always)]
+fn decimal_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 10 {
+        v /= 10;
+        n += 1;
     }
-    let len = digits.len() - i;
-    out[..len].copy_from_slice(&digits[i..]);
-    len
+    n
+}
+
+/// The order id of `key`, "o-" and 32 lower-case hex digits: what
+/// [`crate::domain::ids::write_order_id`] writes, 16 digits per SSE2 operation instead of a
+/// table lookup and a store per byte.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn order_id(key: u128) -> [u8; ORDER_ID_LEN] {
+    use std::arch::x86_64::*;
+    let mut id = [0u8; ORDER_ID_LEN];
+    id[0] = b'o';
+    id[1] = b'-';
+    let bytes = key.to_be_bytes();
+    let (first, second) = id[2..].split_at_mut(16);
+    #[allow(unused_unsafe)] // safe functions since Rust 1.87; unsafe before
+    // SAFETY: SSE2 is enabled on every x86_64 target; the load reads the 16
+    // bytes of `bytes` and each store writes the 16 bytes of `first` or
+    // `second` (unaligned accesses).
+    unsafe {
+        let v = _mm_loadu_si128(bytes.as_ptr().cast());
+        let nibble = _mm_set1_epi8(0x0f);
+        let high = _mm_and_si128(_mm_srli_epi16::<4>(v), nibble);
+        let low = _mm_and_si128(v, nibble);
+        // A digit d is '0' + d, plus 'a' - '0' - 10 when it is over 9.
+        let ascii = |d: __m128i| {
+            let letter = _mm_cmpgt_epi8(d, _mm_set1_epi8(9));
+            _mm_add_epi8(
+                _mm_add_epi8(d, _mm_set1_epi8(b'0' as i8)),
+                _mm_and_si128(letter, _mm_set1_epi8((b'a' - b'0' - 10) as i8)),
+            )
+        };
+        // Each byte's high digit first.
+        _mm_storeu_si128(
+            first.as_mut_ptr().cast(),
+            ascii(_mm_unpacklo_epi8(high, low)),
+        );
+        _mm_storeu_si128(
+            second.as_mut_ptr().cast(),
+            ascii(_mm_unpackhi_epi8(high, low)),
+        );
+    }
+    id
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn order_id(key: u128) -> [u8; ORDER_ID_LEN] {
+    let mut id = [0u8; ORDER_ID_LEN];
+    crate::domain::ids::write_order_id(key, &mut id);
+    id
 }
 
 /// Offsets inside an encoded Order that the persisted row needs.
@@ -494,8 +748,7 @@ fn write_order_memo(
     o: &Order,
     times: &mut TimestampMemo,
 ) -> OrderOffsets {
-    let mut id = [0u8; ORDER_ID_LEN];
-    write_order_id(o.key, &mut id);
+    let id = order_id(o.key);
     let max = order_bound(st, o, times);
     append_bounded(buf, max, |c| write_order_fields(c, st, o, &id, times))
 }
@@ -535,6 +788,7 @@ fn backorder_len(sku: &[u8], b: &Backorder) -> usize {
 /// The exact encoded size of `orders.v1.Order` for `o`: what
 /// [`write_order_fields`] writes. Only for orders whose [`order_bound`]
 /// would be too loose (names or reasons far beyond the limits).
+#[inline(never)]
 fn order_len(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
     let currency: &[u8] = &o.currency;
     let (request_id, customer_id) = order_text(o);
@@ -601,6 +855,14 @@ fn backorder_max(sku: usize) -> usize {
     INDEX_FIELD_MAX + bytes_max(2, sku) + INT_FIELD_MAX
 }
 
+/// Allocations whose SKU and location names together are shorter than
+/// this have a body under 128 bytes (a one-byte length) when their line
+/// index and quantity are under 2^21: two ints of at most 4 bytes and two
+/// string heads of 2.
+const SHORT_ALLOCATION_NAMES: usize = 128 - 2 * 4 - 2 * 2;
+/// The same for a backorder's SKU (two ints, one string head).
+const SHORT_BACKORDER_SKU: usize = 128 - 2 * 4 - 2;
+
 /// Bounds above this are replaced by the exact size: reserving (and
 /// zeroing) them would cost more than computing it, and it keeps the
 /// length prefix of an order to at most 2 bytes on the bounded path.
@@ -616,7 +878,7 @@ const FIELD_HEAD_MAX: usize = 2 + 2;
 /// that would be a second pass over every lookup); the exact size when
 /// the bound would exceed [`ORDER_BOUND_LIMIT`]. Usually within a few
 /// hundred bytes of the size, and in the same varint width.
-#[inline]
+#[inline(always)]
 fn order_bound(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
     const H: usize = FIELD_HEAD_MAX;
     let sku = st.skus.max_name_len();
@@ -688,16 +950,15 @@ fn write_order_fields(
     for line in &o.lines {
         let sku = st.skus.name(line.sku).as_bytes();
         let (q, p) = (line.quantity as u64, line.unit_price_minor as u64);
-        if q < 1 << 21 && p < 1 << 21 && sku.len() < 128 - 2 - 13 {
+        if q < 1 << 21 && p < 1 << 21 && (1..128 - 2 - 13).contains(&sku.len()) {
             // The usual line: its size is known before it is written (a
             // body under 128 bytes), so it is one run of stores.
             let (qw, ql) = small_int_field(2, q);
             let (pw, pl) = small_int_field(3, p);
             let ints = (qw | pw << (8 * ql), ql + pl);
-            let name = string_head(1, sku.len());
-            let len = name.1 + sku.len() + ints.1 + currency_field.1;
-            let head = short_head(5, len) | name.0 << 16;
-            c.framed((head, 2 + name.1), sku, ints, currency_field);
+            let len = 2 + sku.len() + ints.1 + currency_field.1;
+            let head = short_head(5, len) | short_head(1, sku.len()) << 16;
+            c.framed((head, 4), sku, ints, currency_field);
             continue;
         }
         let width = varint_len(line_max(sku.len()) as u64);
@@ -708,12 +969,42 @@ fn write_order_fields(
         c.bytes(4, currency);
         c.close(at, width);
     }
-    c.int(6, i64::from(o.policy));
-    c.int(7, o.status as i64);
-    c.int(8, o.version);
+    let (policy, status, version) = (o.policy as u64, o.status as u64, o.version as u64);
+    if policy < 1 << 7 && status < 1 << 7 && version < 1 << 21 {
+        // Two fields of at most 2 bytes and one of at most 4: one store.
+        let policy = small_int_field(6, policy);
+        let status = small_int_field(7, status);
+        let version = small_int_field(8, version);
+        let word = policy.0 | status.0 << (8 * policy.1) | version.0 << (8 * (policy.1 + status.1));
+        c.word(word, policy.1 + status.1 + version.1);
+    } else {
+        c.int(6, i64::from(o.policy));
+        c.int(7, o.status as i64);
+        c.int(8, o.version);
+    }
     for a in &o.allocations {
         let sku = line_sku(st, o, a.line);
         let loc = st.locations.name(a.loc).as_bytes();
+        let (line, q) = (u64::from(a.line), a.quantity as u64);
+        let names = sku.len() + loc.len();
+        if line < 1 << 21
+            && q < 1 << 21
+            && !sku.is_empty()
+            && !loc.is_empty()
+            && names < SHORT_ALLOCATION_NAMES
+        {
+            // The usual allocation: a body under 128 bytes, of known size,
+            // written as one run (as the usual line above). Both names are
+            // there: their heads are 2 bytes each.
+            let index = small_int_field(1, line);
+            let sku_head = short_head(2, sku.len());
+            let loc_head = short_head(3, loc.len());
+            let quantity = small_int_field(4, q);
+            let len = index.1 + 2 + names + 2 + quantity.1;
+            let head = short_head(9, len) | (index.0 | sku_head << (8 * index.1)) << 16;
+            c.framed2((head, 2 + index.1 + 2), sku, (loc_head, 2), loc, quantity);
+            continue;
+        }
         let width = varint_len(allocation_max(sku.len(), loc.len()) as u64);
         let at = c.open(9, width);
         c.int(1, i64::from(a.line));
@@ -724,6 +1015,17 @@ fn write_order_fields(
     }
     for b in &o.backorders {
         let sku = line_sku(st, o, b.line);
+        let (line, q) = (u64::from(b.line), b.quantity as u64);
+        if line < 1 << 21 && q < 1 << 21 && (1..SHORT_BACKORDER_SKU).contains(&sku.len()) {
+            // As the usual allocation above, without a location.
+            let index = small_int_field(1, line);
+            let sku_head = short_head(2, sku.len());
+            let quantity = small_int_field(3, q);
+            let len = index.1 + 2 + sku.len() + quantity.1;
+            let head = short_head(10, len) | (index.0 | sku_head << (8 * index.1)) << 16;
+            c.framed((head, 2 + index.1 + 2), sku, quantity, (0, 0));
+            continue;
+        }
         let width = varint_len(backorder_max(sku.len()) as u64);
         let at = c.open(10, width);
         c.int(1, i64::from(b.line));
@@ -731,8 +1033,16 @@ fn write_order_fields(
         c.int(3, i64::from(b.quantity));
         c.close(at, width);
     }
-    c.int(11, o.total_minor);
-    c.bytes(12, currency);
+    let total = o.total_minor as u64;
+    if total < 1 << 21 {
+        // The total (at most 4 bytes) and the currency field: one bounds check.
+        // The lines' currency field (number 4), renumbered 12.
+        let currency_12 = (currency_field.0 & !0xff | u64::from(12 << 3 | LEN), 5);
+        c.words(small_int_field(11, total), currency_12);
+    } else {
+        c.int(11, o.total_minor);
+        c.bytes(12, currency);
+    }
     c.timestamp(13, times.get(o.create_ms));
     c.timestamp(14, times.get(o.update_ms));
     if let Some(at) = o.expire_ms {
@@ -899,6 +1209,8 @@ struct Spare {
 #[derive(Default)]
 struct Buffers {
     arena: Vec<u8>,
+    /// The initialized bytes of `arena`'s allocation (emptied, not zeroed).
+    arena_initialized: Initialized,
     responses: Vec<ResponseRec>,
     order_rows: Vec<OrderRowRec>,
     stock_rows: Vec<StockRowRec>,
@@ -921,8 +1233,10 @@ impl Drop for BatchOutput {
         if self.arena.capacity() == 0 || self.arena.capacity() > SPARE_MAX_ARENA {
             return;
         }
+        let arena_initialized = Initialized::of(&self.arena);
         let mut spare = Buffers {
             arena: std::mem::take(&mut self.arena),
+            arena_initialized,
             responses: std::mem::take(&mut self.responses),
             order_rows: std::mem::take(&mut self.order_rows),
             stock_rows: std::mem::take(&mut self.stock_rows),
@@ -1059,6 +1373,8 @@ pub struct ResultWriter {
     /// The order carried by the current command's first order event.
     command_order: Option<Range<usize>>,
     times: TimestampMemo,
+    /// The initialized bytes of `out.arena`'s allocation.
+    arena_initialized: Initialized,
 }
 
 impl ResultWriter {
@@ -1084,6 +1400,7 @@ impl ResultWriter {
                         region_rows: b.region_rows,
                         events: b.events,
                     };
+                    w.arena_initialized = b.arena_initialized;
                 }
                 w.latest = std::mem::take(&mut s.latest);
                 w.scratch = std::mem::take(&mut s.scratch);
@@ -1168,14 +1485,14 @@ impl ResultWriter {
             if let Ok(key) = &it.result {
                 if let Some(o) = st.orders.get(key) {
                     // The order is written in place (see `order_event`).
-                    let mut id = [0u8; ORDER_ID_LEN];
-                    write_order_id(o.key, &mut id);
+                    let id = order_id(o.key);
                     let times = &mut self.times;
                     let order_max = order_bound(st, o, times);
                     let order_width = varint_len(order_max as u64);
                     let item_max = bytes_max(1, request_id.len()) + bytes_max(2, order_max);
                     let item_width = varint_len(item_max as u64);
-                    append_bounded(&mut self.out.arena, bytes_max(1, item_max), |c| {
+                    let (arena, initialized) = (&mut self.out.arena, &mut self.arena_initialized);
+                    append_bounded_in(arena, initialized, bytes_max(1, item_max), |c| {
                         let item_at = c.open(1, item_width);
                         c.bytes(1, request_id);
                         let order_at = c.open(2, order_width);
@@ -1210,15 +1527,9 @@ impl Sink for ResultWriter {
         // written around the order's bytes so they serve as row and response
         // too. The order is written in place, after room for its length
         // prefix (sized from a bound), which is filled in afterwards.
-        let mut id = [0u8; ORDER_ID_LEN];
-        write_order_id(o.key, &mut id);
-        // "<order_id>:<version>" on the stack.
-        let mut event_id = [0u8; ORDER_ID_LEN + 1 + 20];
-        event_id[..ORDER_ID_LEN].copy_from_slice(&id);
-        event_id[ORDER_ID_LEN] = b':';
-        let digits = write_decimal(o.version, &mut event_id[ORDER_ID_LEN + 1..]);
+        let id = order_id(o.key);
+        let digits = decimal_len(o.version.unsigned_abs());
         let id_len = ORDER_ID_LEN + 1 + digits;
-        let event_id = &event_id[..id_len];
 
         let times = &mut self.times;
         let order_max = order_bound(st, o, times);
@@ -1228,16 +1539,18 @@ impl Sink for ResultWriter {
             bytes_max(1, id_len) + INT_FIELD_MAX + bytes_max(3, order_max) + TIMESTAMP_FIELD_MAX;
         let arena = &mut self.out.arena;
         let payload_start = arena.len();
-        let (order_at, order_len, offsets) = append_bounded(arena, payload_max, |c| {
-            c.bytes(1, event_id);
-            c.int(2, status);
-            let prefix_at = c.open(3, order_width);
-            let offsets = write_order_fields(c, st, o, &id, times);
-            let order_at = c.close(prefix_at, order_width);
-            let order_len = c.pos - order_at;
-            c.timestamp(4, times.get(now_ms));
-            (order_at, order_len, offsets)
-        });
+        let initialized = &mut self.arena_initialized;
+        let (order_at, order_len, offsets) =
+            append_bounded_in(arena, initialized, payload_max, |c| {
+                c.event_id(&id, o.version, digits);
+                c.int(2, status);
+                let prefix_at = c.open(3, order_width);
+                let offsets = write_order_fields(c, st, o, &id, times);
+                let order_at = c.close(prefix_at, order_width);
+                let order_len = c.pos - order_at;
+                c.timestamp(4, times.get(now_ms));
+                (order_at, order_len, offsets)
+            });
         // The event id is short: its key and length are one byte each.
         let id_range = payload_start + 2..payload_start + 2 + id_len;
         let payload = payload_start..arena.len();
@@ -1247,10 +1560,15 @@ impl Sink for ResultWriter {
             self.command_order = Some(row.order.clone());
         }
         let index = o.touch.index as usize;
-        if self.latest.len() <= index {
-            self.latest.resize(index + 1, None);
+        if index == self.latest.len() {
+            // An order's first change in the batch (the usual case).
+            self.latest.push(Some(row));
+        } else {
+            if self.latest.len() < index {
+                self.latest.resize(index + 1, None);
+            }
+            self.latest[index] = Some(row);
         }
-        self.latest[index] = Some(row);
         self.out.events.push(EventRec {
             subject: o.status.event_subject(),
             event_id: id_range,
@@ -1389,6 +1707,7 @@ impl Sink for ResultWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ids::write_order_id;
 
     #[test]
     fn varint_len_matches_the_encoding() {
@@ -1415,6 +1734,7 @@ mod tests {
             let mut id = [0u8; ORDER_ID_LEN];
             write_order_id(key, &mut id);
             assert_eq!(std::str::from_utf8(&id).unwrap(), format!("o-{key:032x}"));
+            assert_eq!(order_id(key), id, "{key:x}");
         }
     }
 
@@ -1770,6 +2090,74 @@ mod tests {
         }
         assert!(bounds.contains(&ORDER_BOUND_LIMIT), "{bounds:?}");
         assert!(bounds.iter().any(|&b| b > ORDER_BOUND_LIMIT), "{bounds:?}");
+    }
+
+    /// Small values (the fast paths) and any value (their fallbacks).
+    fn mixed_i64() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::prelude::*;
+        prop_oneof![0i64..200, 0i64..(1 << 22), any::<i64>()]
+    }
+
+    fn mixed_i32() -> impl proptest::strategy::Strategy<Value = i32> {
+        use proptest::prelude::*;
+        prop_oneof![0i32..200, 0i32..(1 << 22), any::<i32>()]
+    }
+
+    use proptest::prelude::prop_oneof;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Every fast path of [`write_order_fields`] (short lines,
+        /// allocations and backorders; the scalar runs) against the
+        /// straightforward encoding, on names and values on both sides of
+        /// their limits.
+        #[test]
+        fn fast_paths_match_the_straightforward_encoding(
+            sku_lens in proptest::collection::vec(0usize..140, 1..4),
+            loc_lens in proptest::collection::vec(1usize..140, 1..3),
+            lines in proptest::collection::vec((0u32..4, mixed_i32(), mixed_i64()), 1..5),
+            allocations in proptest::collection::vec((0u32..6, 0u32..3, mixed_i32()), 0..5),
+            backorders in proptest::collection::vec((0u32..6, mixed_i32()), 0..3),
+            policy in mixed_i32(),
+            status in 1i32..=7,
+            // Not negative: the event id holds the version's digits
+            // without a sign (as it always has), where the reference
+            // event id above would have one.
+            version in prop_oneof![0i64..200, 0i64..(1 << 22), 0..i64::MAX],
+            total in mixed_i64(),
+        ) {
+            // Distinct names: the SKU index in front of its padding.
+            let skus: Vec<String> =
+                sku_lens.iter().enumerate().map(|(i, &n)| format!("{i}{}", "s".repeat(n))).collect();
+            let locations: Vec<String> =
+                loc_lens.iter().enumerate().map(|(i, &n)| format!("{i}{}", "l".repeat(n))).collect();
+            let mut st = state(&skus, &locations);
+            let mut o = order(&st, 0, "cust", "");
+            let sku_count = skus.len() as u32;
+            o.lines = lines
+                .iter()
+                .map(|&(sku, quantity, unit_price_minor)| Line {
+                    sku: sku % sku_count,
+                    quantity,
+                    unit_price_minor,
+                })
+                .collect();
+            let loc_count = locations.len() as u32;
+            o.allocations = allocations
+                .iter()
+                .map(|&(line, loc, quantity)| Allocation { line, loc: loc % loc_count, quantity })
+                .collect();
+            o.backorders = backorders
+                .iter()
+                .map(|&(line, quantity)| Backorder { line, quantity })
+                .collect();
+            o.policy = policy;
+            o.status = Status::from_i32(status).unwrap();
+            o.version = version;
+            o.total_minor = total;
+            check_order(&mut st, o);
+        }
     }
 
     #[test]
