@@ -690,7 +690,13 @@ mod fast {
             tag = m.next_byte();
         }
         while tag == LINE {
-            lines.push(line(m.bytes()?)?);
+            let bytes = m.bytes()?;
+            // Two pushes, so that the straight-line parse's fields go into
+            // the vector from registers rather than through a merged result.
+            match line_in_order(bytes) {
+                Ok(line) => lines.push(line),
+                Err(()) => lines.push(line_any_order(bytes)?),
+            }
             tag = m.next_byte();
         }
         if tag == POLICY {
@@ -729,16 +735,6 @@ mod fast {
         Ok(c)
     }
 
-    /// An OrderLine of [`create_in_order`]: the straight-line parse, else
-    /// the general loop from the start.
-    #[inline(always)]
-    fn line(bytes: &[u8]) -> R<LineIn<'_>> {
-        match line_in_order(bytes) {
-            Ok(line) => Ok(line),
-            Err(()) => line_any_order(bytes),
-        }
-    }
-
     /// An OrderLine with every field at its default.
     const EMPTY_LINE: LineIn<'static> = LineIn {
         sku: "",
@@ -747,11 +743,32 @@ mod fast {
         currency: "",
     };
 
+    /// The last five bytes of the usual OrderLine: the currency's tag, its
+    /// length (3) and its code.
+    const CURRENCY_TAG_AND_LEN: [u8; 2] = [CURRENCY as u8, 3];
+
     /// [`create_in_order`] for an OrderLine.
+    ///
+    /// The usual line ends with a three-byte currency; when its last five
+    /// bytes look like one, they are taken as it and the fields before them
+    /// parsed on their own, which must then end exactly where the currency
+    /// starts. That is the sequential parse's answer too: it would read the
+    /// same fields up to there and then the currency. (If they only look
+    /// like one, the fields before them do not parse to that end and the
+    /// general loop decides.)
     #[inline(always)]
     pub(super) fn line_in_order(bytes: &[u8]) -> R<LineIn<'_>> {
-        let mut l = Reader::new(bytes);
         let mut line = EMPTY_LINE;
+        let mut body = bytes;
+        if let [head @ .., tag, len, c0, c1, c2] = bytes {
+            if [*tag, *len] == CURRENCY_TAG_AND_LEN && (c0 | c1 | c2) < 0x80 {
+                let code = &bytes[bytes.len() - 3..];
+                // SAFETY: three bytes below 0x80 are ASCII, so valid UTF-8.
+                line.currency = unsafe { std::str::from_utf8_unchecked(code) };
+                body = head;
+            }
+        }
+        let mut l = Reader::new(body);
         let mut tag = l.next_byte();
         if tag == SKU {
             line.sku = utf8(l.bytes()?)?;
@@ -765,7 +782,9 @@ mod fast {
             line.unit_price_minor = l.varint()? as i64;
             tag = l.next_byte();
         }
-        if tag == CURRENCY {
+        // Only when the currency was not taken from the end: a second one
+        // is left to the general loop.
+        if tag == CURRENCY && body.len() == bytes.len() {
             line.currency = utf8(l.bytes()?)?;
             tag = l.next_byte();
         }
@@ -1006,6 +1025,52 @@ mod tests {
             let mut storage = None;
             let ours = super::decode_batch(&batch, &mut storage);
             prop_assert_eq!(ours, Ok(super::from_prost(&prost)));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// OrderLines made of fields in any order, repeated, mistyped or
+        /// truncated, and strings whose last bytes look like a currency
+        /// field: the straight-line parse either gives up or agrees with
+        /// the general loop, and takes every prost encoding.
+        #[test]
+        fn line_in_order_agrees_with_general_loop(
+            line in arb_line(),
+            picks in prop::collection::vec(any::<Index>(), 0..7),
+            sorted in any::<bool>(),
+        ) {
+            let prost = line.encode_to_vec();
+            prop_assert_eq!(
+                super::fast::line_in_order(&prost),
+                super::fast::line_any_order(&prost)
+            );
+            let mut pool = fields(&prost);
+            pool.extend([
+                len_field(0x0a, b"ab\x22\x03EUR"),   // a sku ending like a currency
+                len_field(0x0a, b"\x22\x03EUR"),
+                vec![0x0a, 0x05, 0x22, 0x03],          // truncated sku around one
+                len_field(0x22, b"EUR"),
+                len_field(0x22, b"USD"),
+                len_field(0x22, b"EU"),
+                len_field(0x22, "€UR".as_bytes()),
+                vec![0x22, 0x03, 0x45, 0x55, 0xff],    // not UTF-8
+                vec![0x10, 0x22],                      // quantity 0x22
+                vec![0x18, 0x83, 0x22],                // price ending in 0x22
+                vec![0x10, 0x80, 0x80, 0x01],          // long varint
+                vec![0x48, 0x03],                      // unknown field 9
+                vec![0x20, 0x03],                      // currency as a varint
+            ]);
+            let mut picked: Vec<usize> = picks.iter().map(|i| i.index(pool.len())).collect();
+            if sorted {
+                picked.sort_unstable();
+            }
+            let bytes: Vec<u8> = picked.iter().flat_map(|&i| pool[i].iter().copied()).collect();
+            let general = super::fast::line_any_order(&bytes);
+            if let Ok(fast) = super::fast::line_in_order(&bytes) {
+                prop_assert_eq!(Ok(fast), general);
+            }
         }
     }
 }
