@@ -390,12 +390,7 @@ mod fast {
                     expect(wire, LEN)?;
                     let bytes = r.bytes()?;
                     let lines = batch.lines.len();
-                    if let Ok((client_id, c)) = create_command(bytes, &mut batch.lines) {
-                        batch.commands.push(CommandIn {
-                            client_id,
-                            command: Command::Create(c),
-                        });
-                    } else {
+                    if create_command(bytes, &mut batch).is_err() {
                         batch.lines.truncate(lines);
                         let c = command(&mut Reader::new(bytes), &mut batch)?;
                         batch.commands.push(c);
@@ -408,14 +403,12 @@ mod fast {
     }
 
     /// The straight-line parse of the usual EngineCommand, a client id (if
-    /// any) then a CreateOrderRequest, one-byte tags. `Err(())` for
-    /// anything else; the caller then discards any lines pushed here and
-    /// starts over with the general [`command`].
+    /// any) then a CreateOrderRequest, one-byte tags, pushed onto the
+    /// batch's commands. `Err(())` for anything else; the caller then
+    /// discards any lines pushed here and starts over with the general
+    /// [`command`].
     #[inline(always)]
-    fn create_command<'a>(
-        bytes: &'a [u8],
-        lines: &mut Vec<LineIn<'a>>,
-    ) -> R<(&'a str, CreateIn<'a>)> {
+    fn create_command<'a>(bytes: &'a [u8], batch: &mut Batch<'a>) -> R<()> {
         const CLIENT_ID: u32 = tag(1, LEN);
         const CREATE_ORDER: u32 = tag(10, LEN);
         let mut m = Reader::new(bytes);
@@ -428,11 +421,31 @@ mod fast {
         if tag != CREATE_ORDER {
             return Err(());
         }
-        let c = create(m.bytes()?, lines)?;
-        if m.next_byte() != END {
+        let request = m.bytes()?;
+        // The request must be the command's last field; checked before
+        // parsing it, so that the parse's result goes straight into the
+        // vector.
+        if !m.done() {
             return Err(());
         }
-        Ok((client_id, c))
+        // Pushed first and parsed in place: a parse result passed back by
+        // value is copied several times on its way into the vector.
+        let lines = batch.lines.len() as u32;
+        batch.commands.push(CommandIn {
+            client_id,
+            command: Command::Create(empty_create(lines)),
+        });
+        if let Some(CommandIn {
+            command: Command::Create(c),
+            ..
+        }) = batch.commands.last_mut()
+        {
+            if create_into(request, &mut batch.lines, c).is_ok() {
+                return Ok(());
+            }
+        }
+        batch.commands.pop();
+        Err(())
     }
 
     fn command<'a>(r: &mut Reader<'a>, batch: &mut Batch<'a>) -> R<CommandIn<'a>> {
@@ -639,15 +652,29 @@ mod fast {
     /// straight-line parse of [`create_in_order`] and, if that gives up,
     /// starts over from the message start with the general loop of
     /// [`create_any_order`], so the result is always the general loop's.
+    #[inline(always)]
     pub(super) fn create<'a>(bytes: &'a [u8], lines: &mut Vec<LineIn<'a>>) -> R<CreateIn<'a>> {
+        let mut c = empty_create(0);
+        create_into(bytes, lines, &mut c)?;
+        Ok(c)
+    }
+
+    /// [`create`] into `out` (untouched when it fails).
+    #[inline(never)]
+    fn create_into<'a>(
+        bytes: &'a [u8],
+        lines: &mut Vec<LineIn<'a>>,
+        out: &mut CreateIn<'a>,
+    ) -> R<()> {
         let start = lines.len();
-        match create_in_order(bytes, lines) {
-            Ok(c) => Ok(c),
+        *out = match create_in_order(bytes, lines) {
+            Ok(c) => c,
             Err(()) => {
                 lines.truncate(start);
-                create_any_order(bytes, lines)
+                create_any_order(bytes, lines)?
             }
-        }
+        };
+        Ok(())
     }
 
     /// A CreateOrderRequest with every field at its default, whose lines
@@ -995,7 +1022,7 @@ mod tests {
             c in arb_create(),
             other in arb_create(),
             client_id in "\\PC{0,4}",
-            layout in 0..5u8,
+            layout in 0..6u8,
         ) {
             let client = if client_id.is_empty() {
                 Vec::new()
@@ -1013,6 +1040,13 @@ mod tests {
                 1 => [create.clone(), client.clone()].concat(),
                 2 => [client.clone(), create.clone(), vec![0x48, 0x01]].concat(),
                 3 => [client.clone(), create.clone(), create2].concat(),
+                // An unknown group in the request: only prost skips those,
+                // so the fast path pushes the command and takes it back.
+                4 => [
+                    client.clone(),
+                    len_field(0x52, &[c.encode_to_vec(), vec![0x4b, 0x4c]].concat()),
+                ]
+                .concat(),
                 _ => [vec![0xd2, 0x00], create[1..].to_vec(), client.clone()].concat(),
             };
             // Two commands, so that a discarded line would shift the next.
