@@ -795,6 +795,9 @@ mod fast {
                 body = head;
             }
         }
+        if let Some(line) = sku_and_amounts(body, line) {
+            return line;
+        }
         let mut l = Reader::new(body);
         let mut tag = l.next_byte();
         if tag == SKU {
@@ -819,6 +822,39 @@ mod fast {
             return Err(());
         }
         Ok(line)
+    }
+
+    /// The usual fields of a line before its currency, matched as a whole:
+    /// the SKU (one-byte length) then a one-byte quantity and a one- or
+    /// two-byte price, nothing else. `None` when `body` is not exactly that;
+    /// `Some` holds the answer of the sequential parse, which reads the same
+    /// three fields.
+    #[inline(always)]
+    fn sku_and_amounts<'a>(body: &'a [u8], mut line: LineIn<'a>) -> Option<R<LineIn<'a>>> {
+        const SKU_TAG: u8 = SKU as u8;
+        const QUANTITY_TAG: u8 = QUANTITY as u8;
+        const PRICE_TAG: u8 = UNIT_PRICE_MINOR as u8;
+        let [SKU_TAG, len, rest @ ..] = body else {
+            return None;
+        };
+        let len = usize::from(*len);
+        if len >= 0x80 || len > rest.len() {
+            return None;
+        }
+        let (sku, amounts) = rest.split_at(len);
+        let (quantity, price) = match *amounts {
+            [QUANTITY_TAG, q, PRICE_TAG, p] if (q | p) < 0x80 => (q, u64::from(p)),
+            [QUANTITY_TAG, q, PRICE_TAG, p0, p1] if (q | p1) < 0x80 && p0 >= 0x80 => {
+                (q, u64::from(p0 & 0x7f) | u64::from(p1) << 7)
+            }
+            _ => return None,
+        };
+        Some(utf8(sku).map(|sku| {
+            line.sku = sku;
+            line.quantity = i64::from(quantity);
+            line.unit_price_minor = price as i64;
+            line
+        }))
     }
 
     /// [`create_any_order`] for an OrderLine.
@@ -1062,6 +1098,75 @@ mod tests {
         }
     }
 
+    /// Every combination of a few encodings of each line field (missing,
+    /// short, long, non-canonical, truncated, mistyped), in order: the
+    /// straight-line parse gives up or agrees with the general loop, and
+    /// takes the usual ones.
+    #[test]
+    fn line_in_order_on_a_grid_of_field_encodings() {
+        let skus: Vec<Vec<u8>> = vec![
+            vec![],
+            len_field(0x0a, b"sku-000001"),
+            len_field(0x0a, b""),
+            len_field(0x0a, b"\x22\x03EUR"),
+            vec![0x0a, 0x01, 0xff],
+            vec![0x0a, 0x80, 0x01, b'a'],
+            vec![0x0a, 0x05, b'a'],
+            len_field(0x0a, &[b'a'; 130]), // a two-byte length
+        ];
+        let quantities: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x10, 0x01],
+            vec![0x10, 0x7f],
+            vec![0x10, 0x00],
+            vec![0x10, 0x80, 0x01],
+            vec![0x10, 0x80],
+            vec![0x12, 0x00],
+        ];
+        let prices: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x18, 0x05],
+            vec![0x18, 0x83],
+            vec![0x18, 0x83, 0x01],
+            vec![0x18, 0x80, 0x00],
+            vec![0x18, 0xff, 0x7f],
+            vec![0x18, 0x80, 0x80, 0x01],
+            vec![0x18, 0x83, 0x22],
+            vec![0x1a, 0x00],
+        ];
+        let currencies: Vec<Vec<u8>> = vec![
+            vec![],
+            len_field(0x22, b"EUR"),
+            len_field(0x22, b"EU"),
+            len_field(0x22, b"EURO"),
+            vec![0x22, 0x03, b'E', b'U', 0xff],
+            [len_field(0x22, b"USD"), len_field(0x22, b"EUR")].concat(),
+            [len_field(0x22, b"EUR"), vec![0x48, 0x01]].concat(),
+        ];
+        let mut fast_paths = 0;
+        for sku in &skus {
+            for quantity in &quantities {
+                for price in &prices {
+                    for currency in &currencies {
+                        let bytes = [
+                            sku.clone(),
+                            quantity.clone(),
+                            price.clone(),
+                            currency.clone(),
+                        ]
+                        .concat();
+                        let general = super::fast::line_any_order(&bytes);
+                        if let Ok(fast) = super::fast::line_in_order(&bytes) {
+                            fast_paths += 1;
+                            assert_eq!(Ok(fast), general, "{bytes:x?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(fast_paths > 100, "{fast_paths}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1024))]
 
@@ -1093,6 +1198,14 @@ mod tests {
                 vec![0x10, 0x22],                      // quantity 0x22
                 vec![0x18, 0x83, 0x22],                // price ending in 0x22
                 vec![0x10, 0x80, 0x80, 0x01],          // long varint
+                vec![0x10, 0x80, 0x01],                // two-byte quantity
+                vec![0x18, 0x80, 0x00],                // non-canonical price 0
+                vec![0x18, 0xff, 0x7f],                // largest two-byte price
+                vec![0x18, 0x7f],
+                vec![0x18, 0x83],                      // truncated price
+                vec![0x10, 0x00],                      // quantity 0, explicit
+                vec![0x0a, 0x01, 0xff],                // sku not UTF-8
+                vec![0x0a, 0x80, 0x01],                // sku with a long length
                 vec![0x48, 0x03],                      // unknown field 9
                 vec![0x20, 0x03],                      // currency as a varint
             ]);
