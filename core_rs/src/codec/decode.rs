@@ -381,13 +381,15 @@ mod fast {
         // Rough sizes (a create is ~100 bytes, a line ~30) to avoid regrowth.
         batch.commands.reserve(bytes.len() / 96);
         batch.lines.reserve(bytes.len() / 32);
+        const NOW_UNIX_MS: u32 = tag(1, VARINT);
+        const COMMAND: u32 = tag(2, LEN);
         let mut r = Reader::new(bytes);
         while !r.done() {
-            let (field, wire) = r.key()?;
-            match field {
-                1 => batch.now_ms = r.i64(wire)?,
-                2 => {
-                    expect(wire, LEN)?;
+            // Dispatched on the whole tag, like the create parsers: the
+            // expected (field, wire type) pairs cost one comparison each.
+            match r.tag()? {
+                NOW_UNIX_MS => batch.now_ms = r.varint()? as i64,
+                COMMAND => {
                     let bytes = r.bytes()?;
                     let lines = batch.lines.len();
                     if create_command(bytes, &mut batch).is_err() {
@@ -396,7 +398,7 @@ mod fast {
                         batch.commands.push(c);
                     }
                 }
-                _ => r.skip(wire)?,
+                other => r.unexpected(other, 2)?,
             }
         }
         Ok(batch)
