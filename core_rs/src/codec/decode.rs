@@ -413,14 +413,13 @@ mod fast {
     fn create_command<'a>(bytes: &'a [u8], batch: &mut Batch<'a>) -> R<()> {
         const CLIENT_ID: u32 = tag(1, LEN);
         const CREATE_ORDER: u32 = tag(10, LEN);
-        let mut m = Reader::new(bytes);
-        let mut client_id = "";
-        let mut tag = m.next_byte();
-        if tag == CLIENT_ID {
-            client_id = utf8(m.bytes()?)?;
-            tag = m.next_byte();
-        }
-        if tag != CREATE_ORDER {
+        // A client id with a longer length is left to the general command.
+        let (client_id, rest) = match short_len_field(bytes, CLIENT_ID as u8) {
+            Some((client_id, rest)) => (utf8(client_id)?, rest),
+            None => ("", bytes),
+        };
+        let mut m = Reader::new(rest);
+        if m.next_byte() != CREATE_ORDER {
             return Err(());
         }
         let request = m.bytes()?;
@@ -705,18 +704,27 @@ mod fast {
     ) -> R<CreateIn<'a>> {
         let mut m = Reader::new(bytes);
         let mut c = empty_create(lines.len() as u32);
-        let mut tag = m.next_byte();
-        if tag == REQUEST_ID {
-            c.request_id = utf8(m.bytes()?)?;
+        let mut tag;
+        if let Some(head) = usual_head(bytes) {
+            c.request_id = utf8(head.request_id)?;
+            c.customer_id = utf8(head.customer_id)?;
+            c.region = utf8(head.region)?;
+            m.pos = bytes.len() - head.rest.len();
             tag = m.next_byte();
-        }
-        if tag == CUSTOMER_ID {
-            c.customer_id = utf8(m.bytes()?)?;
+        } else {
             tag = m.next_byte();
-        }
-        if tag == REGION {
-            c.region = utf8(m.bytes()?)?;
-            tag = m.next_byte();
+            if tag == REQUEST_ID {
+                c.request_id = utf8(m.bytes()?)?;
+                tag = m.next_byte();
+            }
+            if tag == CUSTOMER_ID {
+                c.customer_id = utf8(m.bytes()?)?;
+                tag = m.next_byte();
+            }
+            if tag == REGION {
+                c.region = utf8(m.bytes()?)?;
+                tag = m.next_byte();
+            }
         }
         while tag == LINE {
             let bytes = m.bytes()?;
@@ -737,6 +745,46 @@ mod fast {
         }
         c.lines.end = lines.len() as u32;
         Ok(c)
+    }
+
+    /// The first three fields of the usual CreateOrderRequest, request_id,
+    /// customer_id and region, each with a one-byte length, matched as a
+    /// whole (one length check per field), and the bytes after them. `None`
+    /// for anything else; `Some` holds what the field-by-field parse reads.
+    #[inline(always)]
+    fn usual_head(bytes: &[u8]) -> Option<UsualHead<'_>> {
+        let (request_id, rest) = short_len_field(bytes, REQUEST_ID as u8)?;
+        let (customer_id, rest) = short_len_field(rest, CUSTOMER_ID as u8)?;
+        let (region, rest) = short_len_field(rest, REGION as u8)?;
+        Some(UsualHead {
+            request_id,
+            customer_id,
+            region,
+            rest,
+        })
+    }
+
+    /// What [`usual_head`] matched: three values (not yet checked as
+    /// UTF-8) and the bytes after them.
+    struct UsualHead<'a> {
+        request_id: &'a [u8],
+        customer_id: &'a [u8],
+        region: &'a [u8],
+        rest: &'a [u8],
+    }
+
+    /// A length-delimited field with one-byte tag `tag` and a one-byte
+    /// length at the start of `bytes`: its value and the bytes after it.
+    #[inline(always)]
+    fn short_len_field(bytes: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+        let [first, len, rest @ ..] = bytes else {
+            return None;
+        };
+        let len = usize::from(*len);
+        if *first != tag || len >= 0x80 || len > rest.len() {
+            return None;
+        }
+        Some(rest.split_at(len))
     }
 
     /// The general loop for a CreateOrderRequest (and its lines): any field
@@ -833,17 +881,9 @@ mod fast {
     /// three fields.
     #[inline(always)]
     fn sku_and_amounts<'a>(body: &'a [u8], mut line: LineIn<'a>) -> Option<R<LineIn<'a>>> {
-        const SKU_TAG: u8 = SKU as u8;
         const QUANTITY_TAG: u8 = QUANTITY as u8;
         const PRICE_TAG: u8 = UNIT_PRICE_MINOR as u8;
-        let [SKU_TAG, len, rest @ ..] = body else {
-            return None;
-        };
-        let len = usize::from(*len);
-        if len >= 0x80 || len > rest.len() {
-            return None;
-        }
-        let (sku, amounts) = rest.split_at(len);
+        let (sku, amounts) = short_len_field(body, SKU as u8)?;
         let (quantity, price) = match *amounts {
             [QUANTITY_TAG, q, PRICE_TAG, p] if (q | p) < 0x80 => (q, u64::from(p)),
             [QUANTITY_TAG, q, PRICE_TAG, p0, p1] if (q | p1) < 0x80 && p0 >= 0x80 => {
@@ -1035,6 +1075,10 @@ mod tests {
                 vec![0x1a, 0x05, 0x61],              // region truncated
                 vec![0x28, 0xff, 0xff, 0xff, 0xff, 0x0f], // policy, long varint
                 vec![0x00],                          // field 0
+                len_field(0x0a, &[b'r'; 130]),       // request_id, two-byte length
+                len_field(0x1a, &[b'g'; 200]),       // region, two-byte length
+                vec![0x12, 0x05, 0x61],              // customer_id truncated
+                vec![0x12, 0x01],                    // customer_id, no byte
                 len_field(0x22, &[]),                // an empty line
             ]);
             let mut picked: Vec<usize> = picks.iter().map(|i| i.index(pool.len())).collect();
