@@ -381,58 +381,72 @@ mod fast {
         // Rough sizes (a create is ~100 bytes, a line ~30) to avoid regrowth.
         batch.commands.reserve(bytes.len() / 96);
         batch.lines.reserve(bytes.len() / 32);
+        const NOW_UNIX_MS: u32 = tag(1, VARINT);
+        const COMMAND: u32 = tag(2, LEN);
         let mut r = Reader::new(bytes);
         while !r.done() {
-            let (field, wire) = r.key()?;
-            match field {
-                1 => batch.now_ms = r.i64(wire)?,
-                2 => {
-                    expect(wire, LEN)?;
+            // Dispatched on the whole tag, like the create parsers: the
+            // expected (field, wire type) pairs cost one comparison each.
+            match r.tag()? {
+                NOW_UNIX_MS => batch.now_ms = r.varint()? as i64,
+                COMMAND => {
                     let bytes = r.bytes()?;
                     let lines = batch.lines.len();
-                    if let Ok((client_id, c)) = create_command(bytes, &mut batch.lines) {
-                        batch.commands.push(CommandIn {
-                            client_id,
-                            command: Command::Create(c),
-                        });
-                    } else {
+                    if create_command(bytes, &mut batch).is_err() {
                         batch.lines.truncate(lines);
                         let c = command(&mut Reader::new(bytes), &mut batch)?;
                         batch.commands.push(c);
                     }
                 }
-                _ => r.skip(wire)?,
+                other => r.unexpected(other, 2)?,
             }
         }
         Ok(batch)
     }
 
     /// The straight-line parse of the usual EngineCommand, a client id (if
-    /// any) then a CreateOrderRequest, one-byte tags. `Err(())` for
-    /// anything else; the caller then discards any lines pushed here and
-    /// starts over with the general [`command`].
+    /// any) then a CreateOrderRequest, one-byte tags, pushed onto the
+    /// batch's commands. `Err(())` for anything else; the caller then
+    /// discards any lines pushed here and starts over with the general
+    /// [`command`].
     #[inline(always)]
-    fn create_command<'a>(
-        bytes: &'a [u8],
-        lines: &mut Vec<LineIn<'a>>,
-    ) -> R<(&'a str, CreateIn<'a>)> {
+    fn create_command<'a>(bytes: &'a [u8], batch: &mut Batch<'a>) -> R<()> {
         const CLIENT_ID: u32 = tag(1, LEN);
         const CREATE_ORDER: u32 = tag(10, LEN);
-        let mut m = Reader::new(bytes);
-        let mut client_id = "";
-        let mut tag = m.next_byte();
-        if tag == CLIENT_ID {
-            client_id = utf8(m.bytes()?)?;
-            tag = m.next_byte();
-        }
-        if tag != CREATE_ORDER {
+        // A client id with a longer length is left to the general command.
+        let (client_id, rest) = match short_len_field(bytes, CLIENT_ID as u8) {
+            Some((client_id, rest)) => (utf8(client_id)?, rest),
+            None => ("", bytes),
+        };
+        let mut m = Reader::new(rest);
+        if m.next_byte() != CREATE_ORDER {
             return Err(());
         }
-        let c = create(m.bytes()?, lines)?;
-        if m.next_byte() != END {
+        let request = m.bytes()?;
+        // The request must be the command's last field; checked before
+        // parsing it, so that the parse's result goes straight into the
+        // vector.
+        if !m.done() {
             return Err(());
         }
-        Ok((client_id, c))
+        // Pushed first and parsed in place: a parse result passed back by
+        // value is copied several times on its way into the vector.
+        let lines = batch.lines.len() as u32;
+        batch.commands.push(CommandIn {
+            client_id,
+            command: Command::Create(empty_create(lines)),
+        });
+        if let Some(CommandIn {
+            command: Command::Create(c),
+            ..
+        }) = batch.commands.last_mut()
+        {
+            if create_into(request, &mut batch.lines, c).is_ok() {
+                return Ok(());
+            }
+        }
+        batch.commands.pop();
+        Err(())
     }
 
     fn command<'a>(r: &mut Reader<'a>, batch: &mut Batch<'a>) -> R<CommandIn<'a>> {
@@ -639,15 +653,29 @@ mod fast {
     /// straight-line parse of [`create_in_order`] and, if that gives up,
     /// starts over from the message start with the general loop of
     /// [`create_any_order`], so the result is always the general loop's.
+    #[inline(always)]
     pub(super) fn create<'a>(bytes: &'a [u8], lines: &mut Vec<LineIn<'a>>) -> R<CreateIn<'a>> {
+        let mut c = empty_create(0);
+        create_into(bytes, lines, &mut c)?;
+        Ok(c)
+    }
+
+    /// [`create`] into `out` (untouched when it fails).
+    #[inline(never)]
+    fn create_into<'a>(
+        bytes: &'a [u8],
+        lines: &mut Vec<LineIn<'a>>,
+        out: &mut CreateIn<'a>,
+    ) -> R<()> {
         let start = lines.len();
-        match create_in_order(bytes, lines) {
-            Ok(c) => Ok(c),
+        *out = match create_in_order(bytes, lines) {
+            Ok(c) => c,
             Err(()) => {
                 lines.truncate(start);
-                create_any_order(bytes, lines)
+                create_any_order(bytes, lines)?
             }
-        }
+        };
+        Ok(())
     }
 
     /// A CreateOrderRequest with every field at its default, whose lines
@@ -676,21 +704,36 @@ mod fast {
     ) -> R<CreateIn<'a>> {
         let mut m = Reader::new(bytes);
         let mut c = empty_create(lines.len() as u32);
-        let mut tag = m.next_byte();
-        if tag == REQUEST_ID {
-            c.request_id = utf8(m.bytes()?)?;
+        let mut tag;
+        if let Some(head) = usual_head(bytes) {
+            c.request_id = utf8(head.request_id)?;
+            c.customer_id = utf8(head.customer_id)?;
+            c.region = utf8(head.region)?;
+            m.pos = bytes.len() - head.rest.len();
             tag = m.next_byte();
-        }
-        if tag == CUSTOMER_ID {
-            c.customer_id = utf8(m.bytes()?)?;
+        } else {
             tag = m.next_byte();
-        }
-        if tag == REGION {
-            c.region = utf8(m.bytes()?)?;
-            tag = m.next_byte();
+            if tag == REQUEST_ID {
+                c.request_id = utf8(m.bytes()?)?;
+                tag = m.next_byte();
+            }
+            if tag == CUSTOMER_ID {
+                c.customer_id = utf8(m.bytes()?)?;
+                tag = m.next_byte();
+            }
+            if tag == REGION {
+                c.region = utf8(m.bytes()?)?;
+                tag = m.next_byte();
+            }
         }
         while tag == LINE {
-            lines.push(line(m.bytes()?)?);
+            let bytes = m.bytes()?;
+            // Two pushes, so that the straight-line parse's fields go into
+            // the vector from registers rather than through a merged result.
+            match line_in_order(bytes) {
+                Ok(line) => lines.push(line),
+                Err(()) => lines.push(line_any_order(bytes)?),
+            }
             tag = m.next_byte();
         }
         if tag == POLICY {
@@ -702,6 +745,46 @@ mod fast {
         }
         c.lines.end = lines.len() as u32;
         Ok(c)
+    }
+
+    /// The first three fields of the usual CreateOrderRequest, request_id,
+    /// customer_id and region, each with a one-byte length, matched as a
+    /// whole (one length check per field), and the bytes after them. `None`
+    /// for anything else; `Some` holds what the field-by-field parse reads.
+    #[inline(always)]
+    fn usual_head(bytes: &[u8]) -> Option<UsualHead<'_>> {
+        let (request_id, rest) = short_len_field(bytes, REQUEST_ID as u8)?;
+        let (customer_id, rest) = short_len_field(rest, CUSTOMER_ID as u8)?;
+        let (region, rest) = short_len_field(rest, REGION as u8)?;
+        Some(UsualHead {
+            request_id,
+            customer_id,
+            region,
+            rest,
+        })
+    }
+
+    /// What [`usual_head`] matched: three values (not yet checked as
+    /// UTF-8) and the bytes after them.
+    struct UsualHead<'a> {
+        request_id: &'a [u8],
+        customer_id: &'a [u8],
+        region: &'a [u8],
+        rest: &'a [u8],
+    }
+
+    /// A length-delimited field with one-byte tag `tag` and a one-byte
+    /// length at the start of `bytes`: its value and the bytes after it.
+    #[inline(always)]
+    fn short_len_field(bytes: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+        let [first, len, rest @ ..] = bytes else {
+            return None;
+        };
+        let len = usize::from(*len);
+        if *first != tag || len >= 0x80 || len > rest.len() {
+            return None;
+        }
+        Some(rest.split_at(len))
     }
 
     /// The general loop for a CreateOrderRequest (and its lines): any field
@@ -729,16 +812,6 @@ mod fast {
         Ok(c)
     }
 
-    /// An OrderLine of [`create_in_order`]: the straight-line parse, else
-    /// the general loop from the start.
-    #[inline(always)]
-    fn line(bytes: &[u8]) -> R<LineIn<'_>> {
-        match line_in_order(bytes) {
-            Ok(line) => Ok(line),
-            Err(()) => line_any_order(bytes),
-        }
-    }
-
     /// An OrderLine with every field at its default.
     const EMPTY_LINE: LineIn<'static> = LineIn {
         sku: "",
@@ -747,11 +820,35 @@ mod fast {
         currency: "",
     };
 
+    /// The last five bytes of the usual OrderLine: the currency's tag, its
+    /// length (3) and its code.
+    const CURRENCY_TAG_AND_LEN: [u8; 2] = [CURRENCY as u8, 3];
+
     /// [`create_in_order`] for an OrderLine.
+    ///
+    /// The usual line ends with a three-byte currency; when its last five
+    /// bytes look like one, they are taken as it and the fields before them
+    /// parsed on their own, which must then end exactly where the currency
+    /// starts. That is the sequential parse's answer too: it would read the
+    /// same fields up to there and then the currency. (If they only look
+    /// like one, the fields before them do not parse to that end and the
+    /// general loop decides.)
     #[inline(always)]
     pub(super) fn line_in_order(bytes: &[u8]) -> R<LineIn<'_>> {
-        let mut l = Reader::new(bytes);
         let mut line = EMPTY_LINE;
+        let mut body = bytes;
+        if let [head @ .., tag, len, c0, c1, c2] = bytes {
+            if [*tag, *len] == CURRENCY_TAG_AND_LEN && (c0 | c1 | c2) < 0x80 {
+                let code = &bytes[bytes.len() - 3..];
+                // SAFETY: three bytes below 0x80 are ASCII, so valid UTF-8.
+                line.currency = unsafe { std::str::from_utf8_unchecked(code) };
+                body = head;
+            }
+        }
+        if let Some(line) = sku_and_amounts(body, line) {
+            return line;
+        }
+        let mut l = Reader::new(body);
         let mut tag = l.next_byte();
         if tag == SKU {
             line.sku = utf8(l.bytes()?)?;
@@ -765,7 +862,9 @@ mod fast {
             line.unit_price_minor = l.varint()? as i64;
             tag = l.next_byte();
         }
-        if tag == CURRENCY {
+        // Only when the currency was not taken from the end: a second one
+        // is left to the general loop.
+        if tag == CURRENCY && body.len() == bytes.len() {
             line.currency = utf8(l.bytes()?)?;
             tag = l.next_byte();
         }
@@ -773,6 +872,31 @@ mod fast {
             return Err(());
         }
         Ok(line)
+    }
+
+    /// The usual fields of a line before its currency, matched as a whole:
+    /// the SKU (one-byte length) then a one-byte quantity and a one- or
+    /// two-byte price, nothing else. `None` when `body` is not exactly that;
+    /// `Some` holds the answer of the sequential parse, which reads the same
+    /// three fields.
+    #[inline(always)]
+    fn sku_and_amounts<'a>(body: &'a [u8], mut line: LineIn<'a>) -> Option<R<LineIn<'a>>> {
+        const QUANTITY_TAG: u8 = QUANTITY as u8;
+        const PRICE_TAG: u8 = UNIT_PRICE_MINOR as u8;
+        let (sku, amounts) = short_len_field(body, SKU as u8)?;
+        let (quantity, price) = match *amounts {
+            [QUANTITY_TAG, q, PRICE_TAG, p] if (q | p) < 0x80 => (q, u64::from(p)),
+            [QUANTITY_TAG, q, PRICE_TAG, p0, p1] if (q | p1) < 0x80 && p0 >= 0x80 => {
+                (q, u64::from(p0 & 0x7f) | u64::from(p1) << 7)
+            }
+            _ => return None,
+        };
+        Some(utf8(sku).map(|sku| {
+            line.sku = sku;
+            line.quantity = i64::from(quantity);
+            line.unit_price_minor = price as i64;
+            line
+        }))
     }
 
     /// [`create_any_order`] for an OrderLine.
@@ -951,6 +1075,10 @@ mod tests {
                 vec![0x1a, 0x05, 0x61],              // region truncated
                 vec![0x28, 0xff, 0xff, 0xff, 0xff, 0x0f], // policy, long varint
                 vec![0x00],                          // field 0
+                len_field(0x0a, &[b'r'; 130]),       // request_id, two-byte length
+                len_field(0x1a, &[b'g'; 200]),       // region, two-byte length
+                vec![0x12, 0x05, 0x61],              // customer_id truncated
+                vec![0x12, 0x01],                    // customer_id, no byte
                 len_field(0x22, &[]),                // an empty line
             ]);
             let mut picked: Vec<usize> = picks.iter().map(|i| i.index(pool.len())).collect();
@@ -976,7 +1104,7 @@ mod tests {
             c in arb_create(),
             other in arb_create(),
             client_id in "\\PC{0,4}",
-            layout in 0..5u8,
+            layout in 0..6u8,
         ) {
             let client = if client_id.is_empty() {
                 Vec::new()
@@ -994,6 +1122,13 @@ mod tests {
                 1 => [create.clone(), client.clone()].concat(),
                 2 => [client.clone(), create.clone(), vec![0x48, 0x01]].concat(),
                 3 => [client.clone(), create.clone(), create2].concat(),
+                // An unknown group in the request: only prost skips those,
+                // so the fast path pushes the command and takes it back.
+                4 => [
+                    client.clone(),
+                    len_field(0x52, &[c.encode_to_vec(), vec![0x4b, 0x4c]].concat()),
+                ]
+                .concat(),
                 _ => [vec![0xd2, 0x00], create[1..].to_vec(), client.clone()].concat(),
             };
             // Two commands, so that a discarded line would shift the next.
@@ -1006,6 +1141,129 @@ mod tests {
             let mut storage = None;
             let ours = super::decode_batch(&batch, &mut storage);
             prop_assert_eq!(ours, Ok(super::from_prost(&prost)));
+        }
+    }
+
+    /// Every combination of a few encodings of each line field (missing,
+    /// short, long, non-canonical, truncated, mistyped), in order: the
+    /// straight-line parse gives up or agrees with the general loop, and
+    /// takes the usual ones.
+    #[test]
+    fn line_in_order_on_a_grid_of_field_encodings() {
+        let skus: Vec<Vec<u8>> = vec![
+            vec![],
+            len_field(0x0a, b"sku-000001"),
+            len_field(0x0a, b""),
+            len_field(0x0a, b"\x22\x03EUR"),
+            vec![0x0a, 0x01, 0xff],
+            vec![0x0a, 0x80, 0x01, b'a'],
+            vec![0x0a, 0x05, b'a'],
+            len_field(0x0a, &[b'a'; 130]), // a two-byte length
+        ];
+        let quantities: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x10, 0x01],
+            vec![0x10, 0x7f],
+            vec![0x10, 0x00],
+            vec![0x10, 0x80, 0x01],
+            vec![0x10, 0x80],
+            vec![0x12, 0x00],
+        ];
+        let prices: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x18, 0x05],
+            vec![0x18, 0x83],
+            vec![0x18, 0x83, 0x01],
+            vec![0x18, 0x80, 0x00],
+            vec![0x18, 0xff, 0x7f],
+            vec![0x18, 0x80, 0x80, 0x01],
+            vec![0x18, 0x83, 0x22],
+            vec![0x1a, 0x00],
+        ];
+        let currencies: Vec<Vec<u8>> = vec![
+            vec![],
+            len_field(0x22, b"EUR"),
+            len_field(0x22, b"EU"),
+            len_field(0x22, b"EURO"),
+            vec![0x22, 0x03, b'E', b'U', 0xff],
+            [len_field(0x22, b"USD"), len_field(0x22, b"EUR")].concat(),
+            [len_field(0x22, b"EUR"), vec![0x48, 0x01]].concat(),
+        ];
+        let mut fast_paths = 0;
+        for sku in &skus {
+            for quantity in &quantities {
+                for price in &prices {
+                    for currency in &currencies {
+                        let bytes = [
+                            sku.clone(),
+                            quantity.clone(),
+                            price.clone(),
+                            currency.clone(),
+                        ]
+                        .concat();
+                        let general = super::fast::line_any_order(&bytes);
+                        if let Ok(fast) = super::fast::line_in_order(&bytes) {
+                            fast_paths += 1;
+                            assert_eq!(Ok(fast), general, "{bytes:x?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(fast_paths > 100, "{fast_paths}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// OrderLines made of fields in any order, repeated, mistyped or
+        /// truncated, and strings whose last bytes look like a currency
+        /// field: the straight-line parse either gives up or agrees with
+        /// the general loop, and takes every prost encoding.
+        #[test]
+        fn line_in_order_agrees_with_general_loop(
+            line in arb_line(),
+            picks in prop::collection::vec(any::<Index>(), 0..7),
+            sorted in any::<bool>(),
+        ) {
+            let prost = line.encode_to_vec();
+            prop_assert_eq!(
+                super::fast::line_in_order(&prost),
+                super::fast::line_any_order(&prost)
+            );
+            let mut pool = fields(&prost);
+            pool.extend([
+                len_field(0x0a, b"ab\x22\x03EUR"),   // a sku ending like a currency
+                len_field(0x0a, b"\x22\x03EUR"),
+                vec![0x0a, 0x05, 0x22, 0x03],          // truncated sku around one
+                len_field(0x22, b"EUR"),
+                len_field(0x22, b"USD"),
+                len_field(0x22, b"EU"),
+                len_field(0x22, "€UR".as_bytes()),
+                vec![0x22, 0x03, 0x45, 0x55, 0xff],    // not UTF-8
+                vec![0x10, 0x22],                      // quantity 0x22
+                vec![0x18, 0x83, 0x22],                // price ending in 0x22
+                vec![0x10, 0x80, 0x80, 0x01],          // long varint
+                vec![0x10, 0x80, 0x01],                // two-byte quantity
+                vec![0x18, 0x80, 0x00],                // non-canonical price 0
+                vec![0x18, 0xff, 0x7f],                // largest two-byte price
+                vec![0x18, 0x7f],
+                vec![0x18, 0x83],                      // truncated price
+                vec![0x10, 0x00],                      // quantity 0, explicit
+                vec![0x0a, 0x01, 0xff],                // sku not UTF-8
+                vec![0x0a, 0x80, 0x01],                // sku with a long length
+                vec![0x48, 0x03],                      // unknown field 9
+                vec![0x20, 0x03],                      // currency as a varint
+            ]);
+            let mut picked: Vec<usize> = picks.iter().map(|i| i.index(pool.len())).collect();
+            if sorted {
+                picked.sort_unstable();
+            }
+            let bytes: Vec<u8> = picked.iter().flat_map(|&i| pool[i].iter().copied()).collect();
+            let general = super::fast::line_any_order(&bytes);
+            if let Ok(fast) = super::fast::line_in_order(&bytes) {
+                prop_assert_eq!(Ok(fast), general);
+            }
         }
     }
 }

@@ -81,9 +81,20 @@ impl Violations {
         });
     }
 
-    /// Checks an identifier field.
+    /// Checks an identifier field. The check of a valid identifier (nearly
+    /// every one) is inline; describing a violation is out of line.
+    #[inline(always)]
     pub fn id(&mut self, field: &str, value: &str, max_len: usize) {
-        if let Some(d) = super::ids::id_violation(value, max_len) {
+        if !super::ids::is_valid_id(value, max_len) {
+            self.invalid_id(field, value, max_len);
+        }
+    }
+
+    /// [`Violations::id`] for a value that failed the check.
+    #[cold]
+    #[inline(never)]
+    fn invalid_id(&mut self, field: &str, value: &str, max_len: usize) {
+        if let Some(d) = super::ids::invalid_id_violation(value, max_len) {
             self.add(field, d);
         }
     }

@@ -2,17 +2,25 @@
 //! string interner that turns SKU / location / region / client names into
 //! dense `u32` indexes.
 
-use std::sync::OnceLock;
-
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use super::hash_index::{prefetch, HashIndex};
+
+/// True when `value` is a valid identifier of at most `max_len` bytes: the
+/// check of [`id_violation`] without the description, cheap enough to run
+/// inline on every identifier of every command.
+#[inline(always)]
+pub fn is_valid_id(value: &str, max_len: usize) -> bool {
+    // `len - 1 < max_len` is `1 <= len <= max_len` in one compare (an empty
+    // value wraps to `usize::MAX`).
+    value.len().wrapping_sub(1) < max_len && is_id(value.as_bytes())
+}
 
 /// The description of a violated identifier rule, or `None` when `value` is a
 /// valid identifier of at most `max_len` bytes.
 #[inline]
 pub fn id_violation(value: &str, max_len: usize) -> Option<String> {
-    if !value.is_empty() && value.len() <= max_len && is_id(value.as_bytes()) {
+    if is_valid_id(value, max_len) {
         None
     } else {
         invalid_id_violation(value, max_len)
@@ -22,7 +30,7 @@ pub fn id_violation(value: &str, max_len: usize) -> Option<String> {
 /// [`id_violation`] after its fast check failed (rare: out of line).
 #[cold]
 #[inline(never)]
-fn invalid_id_violation(value: &str, max_len: usize) -> Option<String> {
+pub(crate) fn invalid_id_violation(value: &str, max_len: usize) -> Option<String> {
     if value.is_empty() {
         Some("is required".to_owned())
     } else if value.len() > max_len {
@@ -61,7 +69,14 @@ fn is_id(bytes: &[u8]) -> bool {
         let last = &bytes[n - 16..];
         return bytes.chunks_exact(16).all(|chunk| is_id_16(words(chunk))) && is_id_16(words(last));
     }
-    n == 0 || is_id_16(words(bytes))
+    if n < 4 {
+        // Short ids (regions such as "eu"): three table lookups cover bytes
+        // 0, n/2 and n-1, every byte of a 1-3 byte id, for less than
+        // gathering them into a vector.
+        return n == 0
+            || is_id_byte(bytes[0]) & is_id_byte(bytes[n / 2]) & is_id_byte(bytes[n - 1]);
+    }
+    is_id_16(words(bytes))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -233,30 +248,49 @@ pub fn parse_order_id(id: &str) -> Option<u128> {
 
 const ISO4217: &str = include_str!("../../data/iso4217.txt");
 
+/// Number of possible three-letter upper-case codes.
+const CURRENCY_CODES: usize = 26 * 26 * 26;
+
 /// Index of a three-letter upper-case code in 0..26^3.
-fn currency_index(code: &[u8]) -> Option<usize> {
+#[inline(always)]
+const fn currency_index(code: &[u8]) -> Option<usize> {
     match code {
-        [a, b, c] if code.iter().all(u8::is_ascii_uppercase) => {
-            Some(usize::from(a - b'A') * 676 + usize::from(b - b'A') * 26 + usize::from(c - b'A'))
+        [a, b, c] if a.is_ascii_uppercase() && b.is_ascii_uppercase() && c.is_ascii_uppercase() => {
+            Some((*a - b'A') as usize * 676 + (*b - b'A') as usize * 26 + (*c - b'A') as usize)
         }
         _ => None,
     }
 }
 
-/// One bit per possible code: membership is a shift and a mask.
-fn currencies() -> &'static [u64] {
-    static CODES: OnceLock<Vec<u64>> = OnceLock::new();
-    CODES.get_or_init(|| {
-        let mut bits = vec![0u64; 26 * 26 * 26 / 64 + 1];
-        for i in ISO4217
-            .lines()
-            .filter_map(|l| currency_index(l.trim().as_bytes()))
-        {
-            bits[i / 64] |= 1 << (i % 64);
+/// One bit per possible code, built at compile time from data/iso4217.txt
+/// (one code per line, surrounding ASCII whitespace ignored, other lines
+/// skipped): membership is a load, a shift and a mask, with no lazy
+/// initialisation to check on every lookup.
+static ACTIVE_CURRENCIES: [u64; CURRENCY_CODES / 64 + 1] = {
+    let text = ISO4217.as_bytes();
+    let mut bits = [0u64; CURRENCY_CODES / 64 + 1];
+    let mut at = 0;
+    while at < text.len() {
+        let mut end = at;
+        while end < text.len() && text[end] != b'\n' {
+            end += 1;
         }
-        bits
-    })
-}
+        let (mut first, mut last) = (at, end);
+        while first < last && text[first].is_ascii_whitespace() {
+            first += 1;
+        }
+        while last > first && text[last - 1].is_ascii_whitespace() {
+            last -= 1;
+        }
+        if last - first == 3 {
+            if let Some(i) = currency_index(&[text[first], text[first + 1], text[first + 2]]) {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        at = end + 1;
+    }
+    bits
+};
 
 /// True for an active ISO 4217 alphabetic code listed in data/iso4217.txt.
 pub fn is_active_currency(code: &str) -> bool {
@@ -267,7 +301,7 @@ pub fn is_active_currency(code: &str) -> bool {
 /// two active codes are equal iff their numbers are.
 #[inline]
 pub fn active_currency_index(code: &str) -> Option<usize> {
-    currency_index(code.as_bytes()).filter(|&i| currencies()[i / 64] & (1 << (i % 64)) != 0)
+    currency_index(code.as_bytes()).filter(|&i| ACTIVE_CURRENCIES[i / 64] & (1 << (i % 64)) != 0)
 }
 
 /// A name, stored inline when short (almost every id), so that comparing or
@@ -596,6 +630,7 @@ mod tests {
             } else {
                 None
             };
+            proptest::prop_assert_eq!(is_valid_id(&value, max_len), expected.is_none());
             proptest::prop_assert_eq!(id_violation(&value, max_len), expected);
         }
 
@@ -626,8 +661,32 @@ mod tests {
         assert_eq!(active_currency_index("EUR"), active_currency_index("EUR"));
         assert_ne!(active_currency_index("EUR"), active_currency_index("USD"));
         assert_eq!(active_currency_index("XXX"), None);
-        let count: u32 = currencies().iter().map(|w| w.count_ones()).sum();
+        let count: u32 = ACTIVE_CURRENCIES.iter().map(|w| w.count_ones()).sum();
         assert!(count > 150);
+    }
+
+    /// The compile-time table holds exactly the codes that parsing the
+    /// file line by line at run time finds.
+    #[test]
+    fn currency_table_matches_the_file() {
+        let mut bits = vec![0u64; CURRENCY_CODES / 64 + 1];
+        for i in ISO4217
+            .lines()
+            .filter_map(|l| currency_index(l.trim().as_bytes()))
+        {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        assert_eq!(bits, ACTIVE_CURRENCIES.to_vec());
+        let listed: std::collections::HashSet<&str> = ISO4217.lines().map(str::trim).collect();
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                for c in b'A'..=b'Z' {
+                    let code = String::from_utf8(vec![a, b, c]).unwrap();
+                    let active = is_active_currency(&code);
+                    assert_eq!(active, listed.contains(code.as_str()), "{code}");
+                }
+            }
+        }
     }
 
     #[test]
