@@ -19,7 +19,7 @@ pub type OrderKey = u128;
 
 /// `orders.v1.OrderStatus`, same numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(i32)]
+#[repr(u8)]
 pub enum Status {
     Allocated = 1,
     Backordered = 2,
@@ -161,9 +161,13 @@ impl StatusReason {
 /// Where a row was last touched: the batch and its position in that batch's
 /// changed-rows list. Lets a batch record each row's undo image and output
 /// row once, without a per-batch hash set.
+///
+/// Eight bytes, kept in every order and stock row: the epoch is 32 bits, and
+/// the engine renumbers every touch before the counter could wrap (see
+/// `Engine::renumber_epochs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Touch {
-    pub epoch: u64,
+    pub epoch: u32,
     pub index: u32,
 }
 
@@ -194,6 +198,11 @@ pub struct Order {
     pub queue_seq: u64,
     pub touch: Touch,
 }
+
+/// An order is written once into fresh memory (see `OrderStore::reserve`)
+/// and kept: its size is most of the engine's memory per order.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Order>() == 272);
 
 impl Order {
     pub fn request_id(&self) -> &str {
@@ -228,6 +237,9 @@ pub struct StockCell {
     pub touch: Touch,
     pub loc: LocId,
 }
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<StockCell>() == 40);
 
 impl StockCell {
     pub fn available(&self) -> i64 {
@@ -572,6 +584,11 @@ impl OrderStore {
     /// In storage order (not meaningful: sort before output).
     pub fn values(&self) -> impl Iterator<Item = &Order> {
         self.chunks.iter().flatten()
+    }
+
+    /// In storage order, for changes that do not touch the key.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Order> {
+        self.chunks.iter_mut().flatten()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&OrderKey, &Order)> {

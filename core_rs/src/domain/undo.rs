@@ -26,7 +26,7 @@ pub struct BatchLog {
     pub seq: u64,
     /// Touch epoch of the batch's start: rows touched at this epoch or later
     /// are already in the changed lists.
-    pub first_epoch: u64,
+    pub first_epoch: u32,
     pub undo: Vec<Undo>,
     pub next_queue_seq_before: u64,
     pub changed_orders: Vec<OrderKey>,
