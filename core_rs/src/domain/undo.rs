@@ -4,12 +4,16 @@
 
 use super::model::{LocId, LocationRow, Order, OrderKey, RegionId, RegionRow, SkuId, StockCell};
 
+/// 48 bytes: the log gets a few records per created order.
 #[derive(Debug, Clone)]
 pub enum Undo {
     /// The order as it was before its first change since the last savepoint
     /// (`None`: it did not exist).
     Order(OrderKey, Option<Box<Order>>),
-    Stock(SkuId, LocId, Option<StockCell>),
+    /// The stock row (its location is in it) before its first change.
+    Stock(SkuId, StockCell),
+    /// The stock row was created (at 0).
+    StockCreated(SkuId, LocId),
     Location(LocId, Option<LocationRow>),
     Region(RegionId, Option<RegionRow>),
     ExpiryAdded(i64, OrderKey),
@@ -18,6 +22,9 @@ pub enum Undo {
     QueueAdded(RegionId, SkuId, (u64, u32)),
     QueueRemoved(RegionId, SkuId, (u64, u32), OrderKey),
 }
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Undo>() == 48);
 
 /// What one batch changed: its undo log and the rows it touched, in
 /// first-touch order.

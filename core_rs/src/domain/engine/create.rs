@@ -204,21 +204,36 @@ impl Engine {
         CreateOutcome::Fresh(key, status)
     }
 
-    /// `clients.intern(client)`, through the recent names.
+    /// `clients.intern(client)`, through the recent names (inline: nearly
+    /// always a hit, and the call cost as much as the lookup).
+    #[inline(always)]
     fn client_index(&mut self, client: &str) -> ClientId {
-        if let Some(id) = self.recent_clients.get(client) {
-            return id;
+        match self.recent_clients.get(client) {
+            Some(id) => id,
+            None => self.client_index_miss(client),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn client_index_miss(&mut self, client: &str) -> ClientId {
         let id = self.state.clients.intern(client);
         self.recent_clients.remember(client, id);
         id
     }
 
-    /// `regions.get(region)`, through the recent names.
+    /// `regions.get(region)`, through the recent names (inline, as above).
+    #[inline(always)]
     fn region_index(&mut self, region: &str) -> Option<RegionId> {
-        if let Some(id) = self.recent_regions.get(region) {
-            return Some(id);
+        match self.recent_regions.get(region) {
+            Some(id) => Some(id),
+            None => self.region_index_miss(region),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn region_index_miss(&mut self, region: &str) -> Option<RegionId> {
         let id = self.state.regions.get(region)?;
         self.recent_regions.remember(region, id);
         Some(id)

@@ -331,7 +331,7 @@ impl Engine {
         for op in self.pending.iter_mut().flat_map(|log| log.undo.iter_mut()) {
             match op {
                 Undo::Order(_, Some(order)) => reset(&mut order.touch),
-                Undo::Stock(_, _, Some(cell)) => reset(&mut cell.touch),
+                Undo::Stock(_, cell) => reset(&mut cell.touch),
                 Undo::Location(_, Some(row)) => reset(&mut row.touch),
                 Undo::Region(_, Some(row)) => reset(&mut row.touch),
                 _ => {}
@@ -452,16 +452,17 @@ impl Engine {
             Undo::Order(key, None) => {
                 st.orders.remove(&key);
             }
-            Undo::Stock(sku, loc, prior) => {
+            Undo::Stock(sku, prior) => {
                 let cells = &mut st.skus.value_mut(sku).cells;
-                let pos = cells.iter().position(|c| c.loc == loc);
-                match (pos, prior) {
-                    (Some(i), Some(p)) => cells[i] = p,
-                    (Some(i), None) => {
-                        cells.remove(i);
-                    }
-                    (None, Some(p)) => cells.push(p),
-                    (None, None) => {}
+                match cells.iter().position(|c| c.loc == prior.loc) {
+                    Some(i) => cells[i] = prior,
+                    None => cells.push(prior),
+                }
+            }
+            Undo::StockCreated(sku, loc) => {
+                let cells = &mut st.skus.value_mut(sku).cells;
+                if let Some(i) = cells.iter().position(|c| c.loc == loc) {
+                    cells.remove(i);
                 }
             }
             Undo::Location(loc, prior) => {
@@ -574,71 +575,65 @@ impl Engine {
         }
     }
 
-    /// Changes one stock row (version + 1) and returns it after the change;
-    /// the batch log keeps the row's latest value for the output rows.
+    /// Changes one stock row (version + 1, created at 0 if missing) and
+    /// returns it after the change. The first change since the batch start
+    /// or the last savepoint records the row's undo image; the batch log
+    /// keeps the row's latest value for the output rows. (The decision of
+    /// [`Engine::touch_decision`], written against the row in place: this
+    /// runs for every line of every created order.)
     fn write_stock(
         &mut self,
         sku: SkuId,
         loc: LocId,
         change: impl FnOnce(&mut StockCell),
     ) -> StockCell {
-        let cell = self.touch_stock(sku, loc);
-        change(cell);
-        cell.version += 1;
-        let after = *cell;
-        if let Some(v) = self.log.stock_values.get_mut(after.touch.index as usize) {
-            *v = after;
-        }
-        after
-    }
-
-    /// The stock row of (sku, loc), created at 0 if missing, ready to change.
-    /// (The same decision as [`Engine::touch_decision`], written against the
-    /// row in place: this runs for every line of every created order.)
-    fn touch_stock(&mut self, sku: SkuId, loc: LocId) -> &mut StockCell {
         let epoch = self.epoch;
         let first_epoch = self.log.first_epoch;
         let log = &mut self.log;
         let cells = &mut self.state.skus.value_mut(sku).cells;
-        let index = match cells.iter().position(|c| c.loc == loc) {
-            Some(i) => {
-                let cell = &mut cells[i];
-                if cell.touch.epoch != epoch {
-                    // First change since the batch start or the last savepoint.
-                    log.undo.push(Undo::Stock(sku, loc, Some(*cell)));
-                    if cell.touch.epoch >= first_epoch {
-                        // Already in this batch's changed list.
-                        cell.touch.epoch = epoch;
-                    } else {
-                        cell.touch = Touch {
-                            epoch,
-                            index: log.changed_stock.len() as u32,
-                        };
-                        log.changed_stock.push((sku, loc));
-                        log.stock_values.push(*cell);
-                    }
-                }
-                i
-            }
+        let (index, created) = match cells.iter().position(|c| c.loc == loc) {
+            Some(i) => (i, false),
             None => {
-                log.undo.push(Undo::Stock(sku, loc, None));
-                let cell = StockCell {
+                log.undo.push(Undo::StockCreated(sku, loc));
+                cells.push(StockCell {
                     on_hand: 0,
                     reserved: 0,
                     version: 0,
-                    touch: Touch {
-                        epoch,
-                        index: log.changed_stock.len() as u32,
-                    },
+                    // Older than any batch: recorded below as new to this
+                    // batch, without an undo image (the record above).
+                    touch: Touch::default(),
                     loc,
-                };
-                log.changed_stock.push((sku, loc));
-                log.stock_values.push(cell);
-                cells.push(cell);
-                cells.len() - 1
+                });
+                (cells.len() - 1, true)
             }
         };
-        &mut cells[index]
+        let cell = &mut cells[index];
+        let mut first_in_batch = false;
+        if cell.touch.epoch != epoch {
+            if !created {
+                log.undo.push(Undo::Stock(sku, *cell));
+            }
+            if cell.touch.epoch >= first_epoch {
+                // Already in this batch's changed list.
+                cell.touch.epoch = epoch;
+            } else {
+                cell.touch = Touch {
+                    epoch,
+                    index: log.changed_stock.len() as u32,
+                };
+                first_in_batch = true;
+            }
+        }
+        change(cell);
+        cell.version += 1;
+        let after = *cell;
+        if first_in_batch {
+            log.changed_stock.push((sku, loc));
+            log.stock_values.push(after);
+        } else if let Some(v) = log.stock_values.get_mut(after.touch.index as usize) {
+            *v = after;
+        }
+        after
     }
 
     fn touch_location(&mut self, loc: LocId) {
