@@ -163,7 +163,19 @@ impl Engine {
         self.log.undo.push(Undo::Order(key, None));
         let touch = self.fresh_touch(self.log.changed_orders.len());
         let expire_ms = (status == Status::Allocated).then_some(now + ttl_ms);
-        let order = Order {
+        if let Some(at) = expire_ms {
+            self.expiry_add(at, key);
+        }
+        if status == Status::Backordered {
+            for i in 0..self.scratch_short.len() {
+                let line = self.scratch_short[i].line;
+                let sku = skus[line as usize].unwrap_or_default();
+                self.queue_add(region, sku, (queue_seq, line), key);
+            }
+        }
+        self.scratch_skus = skus;
+        // Absent: looked up at the top of this function. Built in its slot.
+        let slot = self.state.orders.insert_new_with(key, || Order {
             key,
             client: client_id,
             request_id_len: req.request_id.len() as u32,
@@ -187,19 +199,7 @@ impl Engine {
             },
             queue_seq,
             touch,
-        };
-        if let Some(at) = expire_ms {
-            self.expiry_add(at, key);
-        }
-        if status == Status::Backordered {
-            for b in &order.backorders {
-                let sku = skus[b.line as usize].unwrap_or_default();
-                self.queue_add(region, sku, (queue_seq, b.line), key);
-            }
-        }
-        self.scratch_skus = skus;
-        // Absent: looked up at the top of this function.
-        let slot = self.state.orders.insert_new(key, order);
+        });
         sink.order_event(&self.state, self.state.orders.at(slot), now);
         CreateOutcome::Fresh(key, status)
     }
