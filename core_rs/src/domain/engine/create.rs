@@ -120,7 +120,7 @@ impl Engine {
         let skus = std::mem::take(&mut self.scratch_skus);
         let plan = std::mem::take(&mut self.scratch_plan);
         for a in &plan {
-            let sku = skus[a.line as usize].unwrap_or_default();
+            let sku = skus[a.line as usize];
             self.write_stock(sku, a.loc, |c| c.reserved += i64::from(a.quantity));
         }
 
@@ -135,7 +135,7 @@ impl Engine {
             .map(|(l, s)| {
                 total += l.quantity * l.unit_price_minor;
                 Line {
-                    sku: s.unwrap_or_default(),
+                    sku: *s,
                     quantity: to_quantity(l.quantity),
                     unit_price_minor: l.unit_price_minor,
                 }
@@ -169,7 +169,7 @@ impl Engine {
         if status == Status::Backordered {
             for i in 0..self.scratch_short.len() {
                 let line = self.scratch_short[i].line;
-                let sku = skus[line as usize].unwrap_or_default();
+                let sku = skus[line as usize];
                 self.queue_add(region, sku, (queue_seq, line), key);
             }
         }
@@ -254,18 +254,16 @@ impl Engine {
         skus.clear();
         for (i, line) in lines.iter().enumerate() {
             let known = self.line_skus.get(first_line + i).copied().flatten();
-            skus.push(Some(match known {
+            skus.push(match known {
                 Some(id) => id,
                 None => self.state.skus.intern(line.sku),
-            }));
+            });
         }
         let st = &self.state;
         let plan = &mut self.scratch_plan;
         plan.clear();
         self.scratch_short.clear();
-        let available = |sku: Option<SkuId>, loc: LocId| -> i64 {
-            sku.map_or(0, |s| st.skus.value(s).available(loc))
-        };
+        let available = |sku: SkuId, loc: LocId| -> i64 { st.skus.value(sku).available(loc) };
         let entry = st.regions.value(region);
         let most_available = entry
             .row
@@ -275,11 +273,15 @@ impl Engine {
         let mut chosen: Option<(LocId, i64)> = None;
         for &loc in &entry.ranked_locs {
             let mut sum: i64 = 0;
-            let fills = lines.iter().zip(skus.iter()).all(|(line, &sku)| {
+            let mut fills = true;
+            for (line, &sku) in lines.iter().zip(skus.iter()) {
                 let a = available(sku, loc);
+                if a < line.quantity {
+                    fills = false;
+                    break;
+                }
                 sum = sum.saturating_add(a);
-                a >= line.quantity
-            });
+            }
             if !fills {
                 continue;
             }

@@ -124,7 +124,7 @@ pub struct Engine {
     pending: Vec<BatchLog>,
     /// Emptied buffers of earlier batches, reused by the next one.
     spare: BatchLog,
-    scratch_skus: Vec<Option<SkuId>>,
+    scratch_skus: Vec<SkuId>,
     scratch_plan: Vec<Allocation>,
     scratch_short: Vec<Backorder>,
     /// SKU of each line of the current batch, looked up ahead (see `warm_window`).
@@ -741,16 +741,17 @@ impl Engine {
             Command::Create(req) => {
                 validate_create(&mut v, req, batch.lines_of(req));
                 if let Err(e) = v.into_result() {
-                    Err(e)
-                } else {
-                    let key = self.command_keys[index]
-                        .unwrap_or_else(|| order_key(client, req.request_id));
-                    match self.create(batch, client, key, req, now, sink) {
-                        CreateOutcome::Fresh(..) => Ok(Outcome::OrderEvent),
-                        CreateOutcome::Replay(key) => Ok(Outcome::Replay(key)),
-                        CreateOutcome::Failed(e) => Err(e),
-                    }
+                    return Outcome::Error(e);
                 }
+                let key =
+                    self.command_keys[index].unwrap_or_else(|| order_key(client, req.request_id));
+                // Returned directly: the most frequent command skips the
+                // Result below (a move of the whole outcome).
+                return match self.create(batch, client, key, req, now, sink) {
+                    CreateOutcome::Fresh(..) => Outcome::OrderEvent,
+                    CreateOutcome::Replay(key) => Outcome::Replay(key),
+                    CreateOutcome::Failed(e) => Outcome::Error(e),
+                };
             }
             Command::BatchCreate {
                 requests,
