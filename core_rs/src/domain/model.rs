@@ -371,7 +371,9 @@ pub struct ExpiryIndex {
 }
 
 impl ExpiryIndex {
-    /// Adds the entry (`at`, `key`).
+    /// Adds the entry (`at`, `key`). Inline: runs for every created order,
+    /// nearly always a push onto the tail.
+    #[inline]
     pub fn add(&mut self, at: i64, key: OrderKey) {
         if self.tail.is_empty() {
             self.tail_at = at;
@@ -407,6 +409,7 @@ impl ExpiryIndex {
     /// Moves the tail into the map. The next tail is sized like this one, so
     /// a batch's entries are written once, into one allocation (regrowing
     /// and copying them would touch fresh memory, which is slow to fault in).
+    #[inline(never)]
     fn flush_tail(&mut self) {
         if self.tail.is_empty() {
             return;

@@ -17,6 +17,9 @@ pub enum Undo {
     Location(LocId, Option<LocationRow>),
     Region(RegionId, Option<RegionRow>),
     ExpiryAdded(i64, OrderKey),
+    /// A created order: remove it, and its expiry entry if it has an expire
+    /// time (one record for the two, written for every created order).
+    Created(OrderKey, Option<i64>),
     /// Buckets taken from the expiry index by `ExpireReservations`.
     ExpiryTaken(Vec<(i64, Vec<OrderKey>)>),
     QueueAdded(RegionId, SkuId, (u64, u32)),

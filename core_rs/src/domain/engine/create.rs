@@ -160,12 +160,12 @@ impl Engine {
         };
         self.scratch_plan = plan;
         self.log.changed_orders.push(key);
-        self.log.undo.push(Undo::Order(key, None));
         let touch = self.fresh_touch(self.log.changed_orders.len());
         let expire_ms = (status == Status::Allocated).then_some(now + ttl_ms);
         if let Some(at) = expire_ms {
-            self.expiry_add(at, key);
+            self.state.expiry.add(at, key);
         }
+        self.log.undo.push(Undo::Created(key, expire_ms));
         if status == Status::Backordered {
             for i in 0..self.scratch_short.len() {
                 let line = self.scratch_short[i].line;

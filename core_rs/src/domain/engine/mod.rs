@@ -483,6 +483,12 @@ impl Engine {
                 st.regions.value_mut(region).row = prior;
             }
             Undo::ExpiryAdded(at, key) => st.expiry.remove_newest(at, key),
+            Undo::Created(key, expire_at) => {
+                if let Some(at) = expire_at {
+                    st.expiry.remove_newest(at, key);
+                }
+                st.orders.remove(&key);
+            }
             Undo::ExpiryTaken(due) => st.expiry.restore_due(due),
             Undo::QueueAdded(region, sku, pos) => {
                 if let Some(q) = st.queues.get_mut(&(region, sku)) {
