@@ -19,7 +19,7 @@ pub type OrderKey = u128;
 
 /// `orders.v1.OrderStatus`, same numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(i32)]
+#[repr(u8)]
 pub enum Status {
     Allocated = 1,
     Backordered = 2,
@@ -161,9 +161,13 @@ impl StatusReason {
 /// Where a row was last touched: the batch and its position in that batch's
 /// changed-rows list. Lets a batch record each row's undo image and output
 /// row once, without a per-batch hash set.
+///
+/// Eight bytes, kept in every order and stock row: the epoch is 32 bits, and
+/// the engine renumbers every touch before the counter could wrap (see
+/// `Engine::renumber_epochs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Touch {
-    pub epoch: u64,
+    pub epoch: u32,
     pub index: u32,
 }
 
@@ -194,6 +198,11 @@ pub struct Order {
     pub queue_seq: u64,
     pub touch: Touch,
 }
+
+/// An order is written once into fresh memory (see `OrderStore::reserve`)
+/// and kept: its size is most of the engine's memory per order.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Order>() == 272);
 
 impl Order {
     pub fn request_id(&self) -> &str {
@@ -228,6 +237,9 @@ pub struct StockCell {
     pub touch: Touch,
     pub loc: LocId,
 }
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<StockCell>() == 40);
 
 impl StockCell {
     pub fn available(&self) -> i64 {
@@ -359,7 +371,9 @@ pub struct ExpiryIndex {
 }
 
 impl ExpiryIndex {
-    /// Adds the entry (`at`, `key`).
+    /// Adds the entry (`at`, `key`). Inline: runs for every created order,
+    /// nearly always a push onto the tail.
+    #[inline]
     pub fn add(&mut self, at: i64, key: OrderKey) {
         if self.tail.is_empty() {
             self.tail_at = at;
@@ -395,6 +409,7 @@ impl ExpiryIndex {
     /// Moves the tail into the map. The next tail is sized like this one, so
     /// a batch's entries are written once, into one allocation (regrowing
     /// and copying them would touch fresh memory, which is slow to fault in).
+    #[inline(never)]
     fn flush_tail(&mut self) {
         if self.tail.is_empty() {
             return;
@@ -515,6 +530,15 @@ impl OrderStore {
     /// Inserts an order whose key the caller has just looked up and not
     /// found (skips the second lookup); returns its slot (see [`OrderStore::at`]).
     pub fn insert_new(&mut self, key: OrderKey, order: Order) -> u32 {
+        self.insert_new_with(key, || order)
+    }
+
+    /// [`OrderStore::insert_new`] of the order `build` returns, built
+    /// straight into its slot: the slot is known before the order is built,
+    /// so the order is not first built elsewhere and then copied (an order
+    /// is a few hundred bytes, and this runs for every created order).
+    #[inline(always)]
+    pub fn insert_new_with(&mut self, key: OrderKey, build: impl FnOnce() -> Order) -> u32 {
         debug_assert!(self.find(&key).is_none());
         let slot = u32::try_from(self.len).expect("fewer than 2^32 orders");
         // Slots fill the chunks in order; chunks past the one in use may be
@@ -523,7 +547,16 @@ impl OrderStore {
         if chunk == self.chunks.len() {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
-        self.chunks[chunk].push(order);
+        let orders = &mut self.chunks[chunk];
+        // A chunk is allocated with room for CHUNK orders and never holds
+        // more, so the slot is always in its spare capacity.
+        let Some(place) = orders.spare_capacity_mut().first_mut() else {
+            unreachable!("an order chunk is never full when its slot is free");
+        };
+        place.write(build());
+        // SAFETY: the first spare element, the one at `len`, was just
+        // initialised, and it is within the capacity.
+        unsafe { orders.set_len(orders.len() + 1) };
         self.len += 1;
         self.index.insert(key_hash(&key), slot);
         slot
@@ -572,6 +605,11 @@ impl OrderStore {
     /// In storage order (not meaningful: sort before output).
     pub fn values(&self) -> impl Iterator<Item = &Order> {
         self.chunks.iter().flatten()
+    }
+
+    /// In storage order, for changes that do not touch the key.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Order> {
+        self.chunks.iter_mut().flatten()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&OrderKey, &Order)> {

@@ -4,20 +4,30 @@
 
 use super::model::{LocId, LocationRow, Order, OrderKey, RegionId, RegionRow, SkuId, StockCell};
 
+/// 48 bytes: the log gets a few records per created order.
 #[derive(Debug, Clone)]
 pub enum Undo {
     /// The order as it was before its first change since the last savepoint
     /// (`None`: it did not exist).
     Order(OrderKey, Option<Box<Order>>),
-    Stock(SkuId, LocId, Option<StockCell>),
+    /// The stock row (its location is in it) before its first change.
+    Stock(SkuId, StockCell),
+    /// The stock row was created (at 0).
+    StockCreated(SkuId, LocId),
     Location(LocId, Option<LocationRow>),
     Region(RegionId, Option<RegionRow>),
     ExpiryAdded(i64, OrderKey),
+    /// A created order: remove it, and its expiry entry if it has an expire
+    /// time (one record for the two, written for every created order).
+    Created(OrderKey, Option<i64>),
     /// Buckets taken from the expiry index by `ExpireReservations`.
     ExpiryTaken(Vec<(i64, Vec<OrderKey>)>),
     QueueAdded(RegionId, SkuId, (u64, u32)),
     QueueRemoved(RegionId, SkuId, (u64, u32), OrderKey),
 }
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Undo>() == 48);
 
 /// What one batch changed: its undo log and the rows it touched, in
 /// first-touch order.
@@ -26,7 +36,7 @@ pub struct BatchLog {
     pub seq: u64,
     /// Touch epoch of the batch's start: rows touched at this epoch or later
     /// are already in the changed lists.
-    pub first_epoch: u64,
+    pub first_epoch: u32,
     pub undo: Vec<Undo>,
     pub next_queue_seq_before: u64,
     pub changed_orders: Vec<OrderKey>,

@@ -120,7 +120,7 @@ impl Engine {
         let skus = std::mem::take(&mut self.scratch_skus);
         let plan = std::mem::take(&mut self.scratch_plan);
         for a in &plan {
-            let sku = skus[a.line as usize].unwrap_or_default();
+            let sku = skus[a.line as usize];
             self.write_stock(sku, a.loc, |c| c.reserved += i64::from(a.quantity));
         }
 
@@ -135,7 +135,7 @@ impl Engine {
             .map(|(l, s)| {
                 total += l.quantity * l.unit_price_minor;
                 Line {
-                    sku: s.unwrap_or_default(),
+                    sku: *s,
                     quantity: to_quantity(l.quantity),
                     unit_price_minor: l.unit_price_minor,
                 }
@@ -160,10 +160,22 @@ impl Engine {
         };
         self.scratch_plan = plan;
         self.log.changed_orders.push(key);
-        self.log.undo.push(Undo::Order(key, None));
         let touch = self.fresh_touch(self.log.changed_orders.len());
         let expire_ms = (status == Status::Allocated).then_some(now + ttl_ms);
-        let order = Order {
+        if let Some(at) = expire_ms {
+            self.state.expiry.add(at, key);
+        }
+        self.log.undo.push(Undo::Created(key, expire_ms));
+        if status == Status::Backordered {
+            for i in 0..self.scratch_short.len() {
+                let line = self.scratch_short[i].line;
+                let sku = skus[line as usize];
+                self.queue_add(region, sku, (queue_seq, line), key);
+            }
+        }
+        self.scratch_skus = skus;
+        // Absent: looked up at the top of this function. Built in its slot.
+        let slot = self.state.orders.insert_new_with(key, || Order {
             key,
             client: client_id,
             request_id_len: req.request_id.len() as u32,
@@ -187,38 +199,41 @@ impl Engine {
             },
             queue_seq,
             touch,
-        };
-        if let Some(at) = expire_ms {
-            self.expiry_add(at, key);
-        }
-        if status == Status::Backordered {
-            for b in &order.backorders {
-                let sku = skus[b.line as usize].unwrap_or_default();
-                self.queue_add(region, sku, (queue_seq, b.line), key);
-            }
-        }
-        self.scratch_skus = skus;
-        // Absent: looked up at the top of this function.
-        let slot = self.state.orders.insert_new(key, order);
+        });
         sink.order_event(&self.state, self.state.orders.at(slot), now);
         CreateOutcome::Fresh(key, status)
     }
 
-    /// `clients.intern(client)`, through the recent names.
+    /// `clients.intern(client)`, through the recent names (inline: nearly
+    /// always a hit, and the call cost as much as the lookup).
+    #[inline(always)]
     fn client_index(&mut self, client: &str) -> ClientId {
-        if let Some(id) = self.recent_clients.get(client) {
-            return id;
+        match self.recent_clients.get(client) {
+            Some(id) => id,
+            None => self.client_index_miss(client),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn client_index_miss(&mut self, client: &str) -> ClientId {
         let id = self.state.clients.intern(client);
         self.recent_clients.remember(client, id);
         id
     }
 
-    /// `regions.get(region)`, through the recent names.
+    /// `regions.get(region)`, through the recent names (inline, as above).
+    #[inline(always)]
     fn region_index(&mut self, region: &str) -> Option<RegionId> {
-        if let Some(id) = self.recent_regions.get(region) {
-            return Some(id);
+        match self.recent_regions.get(region) {
+            Some(id) => Some(id),
+            None => self.region_index_miss(region),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn region_index_miss(&mut self, region: &str) -> Option<RegionId> {
         let id = self.state.regions.get(region)?;
         self.recent_regions.remember(region, id);
         Some(id)
@@ -239,18 +254,16 @@ impl Engine {
         skus.clear();
         for (i, line) in lines.iter().enumerate() {
             let known = self.line_skus.get(first_line + i).copied().flatten();
-            skus.push(Some(match known {
+            skus.push(match known {
                 Some(id) => id,
                 None => self.state.skus.intern(line.sku),
-            }));
+            });
         }
         let st = &self.state;
         let plan = &mut self.scratch_plan;
         plan.clear();
         self.scratch_short.clear();
-        let available = |sku: Option<SkuId>, loc: LocId| -> i64 {
-            sku.map_or(0, |s| st.skus.value(s).available(loc))
-        };
+        let available = |sku: SkuId, loc: LocId| -> i64 { st.skus.value(sku).available(loc) };
         let entry = st.regions.value(region);
         let most_available = entry
             .row
@@ -260,11 +273,15 @@ impl Engine {
         let mut chosen: Option<(LocId, i64)> = None;
         for &loc in &entry.ranked_locs {
             let mut sum: i64 = 0;
-            let fills = lines.iter().zip(skus.iter()).all(|(line, &sku)| {
+            let mut fills = true;
+            for (line, &sku) in lines.iter().zip(skus.iter()) {
                 let a = available(sku, loc);
+                if a < line.quantity {
+                    fills = false;
+                    break;
+                }
                 sum = sum.saturating_add(a);
-                a >= line.quantity
-            });
+            }
             if !fills {
                 continue;
             }

@@ -116,13 +116,15 @@ enum CreateOutcome {
 pub struct Engine {
     pub state: State,
     batch_seq: u64,
-    /// Monotonic touch epoch (never reset, not even by rollback), see [`Touch`].
-    epoch: u64,
+    /// Touch epoch, see [`Touch`]: grows by one per batch and savepoint,
+    /// never goes back (not even on rollback) and is only renumbered, with
+    /// every touch, before it could wrap ([`Engine::renumber_epochs`]).
+    epoch: u32,
     log: BatchLog,
     pending: Vec<BatchLog>,
     /// Emptied buffers of earlier batches, reused by the next one.
     spare: BatchLog,
-    scratch_skus: Vec<Option<SkuId>>,
+    scratch_skus: Vec<SkuId>,
     scratch_plan: Vec<Allocation>,
     scratch_short: Vec<Backorder>,
     /// SKU of each line of the current batch, looked up ahead (see `warm_window`).
@@ -178,6 +180,12 @@ impl RecentNames {
 /// Commands looked up ahead at a time (see [`Engine::warm_window`]).
 const WARM_AHEAD: usize = 16;
 
+/// A batch starting at this touch epoch or later first renumbers every
+/// touch ([`Engine::renumber_epochs`]). Half the range: a batch advances the
+/// epoch by one plus one per savepoint (ALL_OR_NOTHING batch create), far
+/// fewer than the 2^31 left.
+const EPOCH_RENUMBER_AT: u32 = u32::MAX / 2;
+
 impl Engine {
     pub fn new() -> Self {
         Self::default()
@@ -210,6 +218,9 @@ impl Engine {
     /// Applies every command of `batch` in order and returns the batch's seq.
     pub fn apply<S: Sink>(&mut self, batch: &Batch<'_>, sink: &mut S) -> u64 {
         self.batch_seq += 1;
+        if self.epoch >= EPOCH_RENUMBER_AT {
+            self.renumber_epochs();
+        }
         self.epoch += 1;
         // Reuse the buffers of earlier batches: growing fresh ones every
         // batch costs page faults on the hot path.
@@ -287,6 +298,46 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Sets every touch epoch, in the state and in the undo images of the
+    /// pending batches, to 0 and restarts the epoch at 0: between batches
+    /// only "touched before the current batch" matters, which 0 keeps for
+    /// every row (a rollback restores images whose epochs are 0 as well).
+    /// Runs once per ~2^31 batches.
+    fn renumber_epochs(&mut self) {
+        fn reset(t: &mut Touch) {
+            t.epoch = 0;
+        }
+        let st = &mut self.state;
+        st.orders.values_mut().for_each(|o| reset(&mut o.touch));
+        for sku in 0..st.skus.len() as u32 {
+            st.skus
+                .value_mut(sku)
+                .cells
+                .iter_mut()
+                .for_each(|c| reset(&mut c.touch));
+        }
+        for loc in 0..st.locations.len() as u32 {
+            if let Some(row) = st.locations.value_mut(loc) {
+                reset(&mut row.touch);
+            }
+        }
+        for region in 0..st.regions.len() as u32 {
+            if let Some(row) = st.regions.value_mut(region).row.as_mut() {
+                reset(&mut row.touch);
+            }
+        }
+        for op in self.pending.iter_mut().flat_map(|log| log.undo.iter_mut()) {
+            match op {
+                Undo::Order(_, Some(order)) => reset(&mut order.touch),
+                Undo::Stock(_, cell) => reset(&mut cell.touch),
+                Undo::Location(_, Some(row)) => reset(&mut row.touch),
+                Undo::Region(_, Some(row)) => reset(&mut row.touch),
+                _ => {}
+            }
+        }
+        self.epoch = 0;
     }
 
     pub fn has_pending(&self) -> bool {
@@ -401,16 +452,17 @@ impl Engine {
             Undo::Order(key, None) => {
                 st.orders.remove(&key);
             }
-            Undo::Stock(sku, loc, prior) => {
+            Undo::Stock(sku, prior) => {
                 let cells = &mut st.skus.value_mut(sku).cells;
-                let pos = cells.iter().position(|c| c.loc == loc);
-                match (pos, prior) {
-                    (Some(i), Some(p)) => cells[i] = p,
-                    (Some(i), None) => {
-                        cells.remove(i);
-                    }
-                    (None, Some(p)) => cells.push(p),
-                    (None, None) => {}
+                match cells.iter().position(|c| c.loc == prior.loc) {
+                    Some(i) => cells[i] = prior,
+                    None => cells.push(prior),
+                }
+            }
+            Undo::StockCreated(sku, loc) => {
+                let cells = &mut st.skus.value_mut(sku).cells;
+                if let Some(i) = cells.iter().position(|c| c.loc == loc) {
+                    cells.remove(i);
                 }
             }
             Undo::Location(loc, prior) => {
@@ -431,6 +483,12 @@ impl Engine {
                 st.regions.value_mut(region).row = prior;
             }
             Undo::ExpiryAdded(at, key) => st.expiry.remove_newest(at, key),
+            Undo::Created(key, expire_at) => {
+                if let Some(at) = expire_at {
+                    st.expiry.remove_newest(at, key);
+                }
+                st.orders.remove(&key);
+            }
             Undo::ExpiryTaken(due) => st.expiry.restore_due(due),
             Undo::QueueAdded(region, sku, pos) => {
                 if let Some(q) = st.queues.get_mut(&(region, sku)) {
@@ -523,71 +581,65 @@ impl Engine {
         }
     }
 
-    /// Changes one stock row (version + 1) and returns it after the change;
-    /// the batch log keeps the row's latest value for the output rows.
+    /// Changes one stock row (version + 1, created at 0 if missing) and
+    /// returns it after the change. The first change since the batch start
+    /// or the last savepoint records the row's undo image; the batch log
+    /// keeps the row's latest value for the output rows. (The decision of
+    /// [`Engine::touch_decision`], written against the row in place: this
+    /// runs for every line of every created order.)
     fn write_stock(
         &mut self,
         sku: SkuId,
         loc: LocId,
         change: impl FnOnce(&mut StockCell),
     ) -> StockCell {
-        let cell = self.touch_stock(sku, loc);
-        change(cell);
-        cell.version += 1;
-        let after = *cell;
-        if let Some(v) = self.log.stock_values.get_mut(after.touch.index as usize) {
-            *v = after;
-        }
-        after
-    }
-
-    /// The stock row of (sku, loc), created at 0 if missing, ready to change.
-    /// (The same decision as [`Engine::touch_decision`], written against the
-    /// row in place: this runs for every line of every created order.)
-    fn touch_stock(&mut self, sku: SkuId, loc: LocId) -> &mut StockCell {
         let epoch = self.epoch;
         let first_epoch = self.log.first_epoch;
         let log = &mut self.log;
         let cells = &mut self.state.skus.value_mut(sku).cells;
-        let index = match cells.iter().position(|c| c.loc == loc) {
-            Some(i) => {
-                let cell = &mut cells[i];
-                if cell.touch.epoch != epoch {
-                    // First change since the batch start or the last savepoint.
-                    log.undo.push(Undo::Stock(sku, loc, Some(*cell)));
-                    if cell.touch.epoch >= first_epoch {
-                        // Already in this batch's changed list.
-                        cell.touch.epoch = epoch;
-                    } else {
-                        cell.touch = Touch {
-                            epoch,
-                            index: log.changed_stock.len() as u32,
-                        };
-                        log.changed_stock.push((sku, loc));
-                        log.stock_values.push(*cell);
-                    }
-                }
-                i
-            }
+        let (index, created) = match cells.iter().position(|c| c.loc == loc) {
+            Some(i) => (i, false),
             None => {
-                log.undo.push(Undo::Stock(sku, loc, None));
-                let cell = StockCell {
+                log.undo.push(Undo::StockCreated(sku, loc));
+                cells.push(StockCell {
                     on_hand: 0,
                     reserved: 0,
                     version: 0,
-                    touch: Touch {
-                        epoch,
-                        index: log.changed_stock.len() as u32,
-                    },
+                    // Older than any batch: recorded below as new to this
+                    // batch, without an undo image (the record above).
+                    touch: Touch::default(),
                     loc,
-                };
-                log.changed_stock.push((sku, loc));
-                log.stock_values.push(cell);
-                cells.push(cell);
-                cells.len() - 1
+                });
+                (cells.len() - 1, true)
             }
         };
-        &mut cells[index]
+        let cell = &mut cells[index];
+        let mut first_in_batch = false;
+        if cell.touch.epoch != epoch {
+            if !created {
+                log.undo.push(Undo::Stock(sku, *cell));
+            }
+            if cell.touch.epoch >= first_epoch {
+                // Already in this batch's changed list.
+                cell.touch.epoch = epoch;
+            } else {
+                cell.touch = Touch {
+                    epoch,
+                    index: log.changed_stock.len() as u32,
+                };
+                first_in_batch = true;
+            }
+        }
+        change(cell);
+        cell.version += 1;
+        let after = *cell;
+        if first_in_batch {
+            log.changed_stock.push((sku, loc));
+            log.stock_values.push(after);
+        } else if let Some(v) = log.stock_values.get_mut(after.touch.index as usize) {
+            *v = after;
+        }
+        after
     }
 
     fn touch_location(&mut self, loc: LocId) {
@@ -695,16 +747,17 @@ impl Engine {
             Command::Create(req) => {
                 validate_create(&mut v, req, batch.lines_of(req));
                 if let Err(e) = v.into_result() {
-                    Err(e)
-                } else {
-                    let key = self.command_keys[index]
-                        .unwrap_or_else(|| order_key(client, req.request_id));
-                    match self.create(batch, client, key, req, now, sink) {
-                        CreateOutcome::Fresh(..) => Ok(Outcome::OrderEvent),
-                        CreateOutcome::Replay(key) => Ok(Outcome::Replay(key)),
-                        CreateOutcome::Failed(e) => Err(e),
-                    }
+                    return Outcome::Error(e);
                 }
+                let key =
+                    self.command_keys[index].unwrap_or_else(|| order_key(client, req.request_id));
+                // Returned directly: the most frequent command skips the
+                // Result below (a move of the whole outcome).
+                return match self.create(batch, client, key, req, now, sink) {
+                    CreateOutcome::Fresh(..) => Outcome::OrderEvent,
+                    CreateOutcome::Replay(key) => Outcome::Replay(key),
+                    CreateOutcome::Failed(e) => Outcome::Error(e),
+                };
             }
             Command::BatchCreate {
                 requests,
@@ -835,5 +888,141 @@ impl Engine {
                 .map(|_| Outcome::Expired(self.expire(now, sink))),
         };
         result.unwrap_or_else(Outcome::Error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, pb};
+    use pb::orders::engine::v1 as epb;
+    use pb::orders::v1 as opb;
+    use prost::Message;
+
+    use epb::engine_command::Command as C;
+
+    fn cmd(command: C) -> epb::EngineCommand {
+        epb::EngineCommand {
+            client_id: "client-a".to_owned(),
+            command: Some(command),
+        }
+    }
+
+    fn create_req(rid: &str, lines: &[(&str, i64)]) -> opb::CreateOrderRequest {
+        opb::CreateOrderRequest {
+            request_id: rid.to_owned(),
+            customer_id: "cust-1".to_owned(),
+            region: "eu".to_owned(),
+            lines: lines
+                .iter()
+                .map(|&(sku, quantity)| opb::OrderLine {
+                    sku: sku.to_owned(),
+                    quantity,
+                    unit_price_minor: 250,
+                    currency: "EUR".to_owned(),
+                })
+                .collect(),
+            policy: POLICY_BACKORDER,
+        }
+    }
+
+    fn set_stock(sku: &str, loc: &str, on_hand: i64) -> epb::EngineCommand {
+        cmd(C::SetStock(opb::SetStockRequest {
+            sku: sku.to_owned(),
+            location_id: loc.to_owned(),
+            on_hand,
+        }))
+    }
+
+    /// Applies `commands` as one batch; returns its seq and encoded result.
+    fn apply(engine: &mut Engine, commands: Vec<epb::EngineCommand>) -> (u64, Vec<u8>) {
+        let batch = epb::EngineBatch {
+            now_unix_ms: 1_700_000_000_000,
+            commands,
+        };
+        let out = codec::apply(engine, &batch.encode_to_vec()).expect("valid batch");
+        (out.batch_seq, out.encode())
+    }
+
+    /// Batches that change the same stock rows and orders again and again,
+    /// with an ALL_OR_NOTHING batch create (a savepoint) that aborts.
+    fn workload(round: usize) -> Vec<epb::EngineCommand> {
+        let rid = |n: usize| format!("r-{round}-{n}");
+        vec![
+            cmd(C::CreateOrder(create_req(
+                &rid(0),
+                &[("sku-a", 2), ("sku-b", 1)],
+            ))),
+            set_stock("sku-b", "wh-1", 3 + round as i64),
+            cmd(C::BatchCreateOrders(opb::BatchCreateOrdersRequest {
+                requests: vec![
+                    create_req(&rid(1), &[("sku-a", 1)]),
+                    create_req(&rid(2), &[("sku-b", 1_000)]),
+                ],
+                error_policy: 2,
+            })),
+            cmd(C::CreateOrder(create_req(
+                &rid(3),
+                &[("sku-a", 1), ("sku-c", 4)],
+            ))),
+            cmd(C::CancelOrder(opb::CancelOrderRequest {
+                order_id: crate::domain::ids::format_order_id(order_key("client-a", &rid(0))),
+                reason: String::new(),
+            })),
+        ]
+    }
+
+    #[test]
+    fn renumbering_touch_epochs_changes_no_output_and_keeps_rollback_exact() {
+        let setup = vec![
+            cmd(C::ConfigureRegion(opb::ConfigureRegionRequest {
+                region: Some(opb::Region {
+                    region: "eu".to_owned(),
+                    strategy: 1,
+                    reservation_ttl_seconds: 0,
+                }),
+            })),
+            cmd(C::UpsertLocation(opb::UpsertLocationRequest {
+                location: Some(opb::Location {
+                    location_id: "wh-1".to_owned(),
+                    region: "eu".to_owned(),
+                    priority: 0,
+                }),
+            })),
+            set_stock("sku-a", "wh-1", 100),
+            set_stock("sku-b", "wh-1", 5),
+        ];
+        let mut plain = Engine::new();
+        let mut renumbered = Engine::new();
+        for engine in [&mut plain, &mut renumbered] {
+            let (seq, _) = apply(engine, setup.clone());
+            engine.commit(seq).unwrap();
+        }
+        // The second batch below starts past the limit, with the first
+        // one still pending.
+        renumbered.epoch = EPOCH_RENUMBER_AT - 1;
+        let mut seqs = Vec::new();
+        for round in 0..4 {
+            let (seq, expected) = apply(&mut plain, workload(round));
+            let (_, got) = apply(&mut renumbered, workload(round));
+            assert_eq!(got, expected, "round {round}");
+            seqs.push(seq);
+        }
+        assert!(renumbered.epoch < 100, "renumbered: {}", renumbered.epoch);
+        // Roll back across the renumbering, then replay: same again.
+        for engine in [&mut plain, &mut renumbered] {
+            engine.rollback(seqs[1]).unwrap();
+            engine.commit(seqs[0]).unwrap();
+        }
+        assert_eq!(codec::snapshot(&renumbered), codec::snapshot(&plain));
+        for round in 1..3 {
+            let (seq, expected) = apply(&mut plain, workload(round));
+            let (_, got) = apply(&mut renumbered, workload(round));
+            assert_eq!(got, expected, "replayed round {round}");
+            plain.commit(seq).unwrap();
+            renumbered.commit(seq).unwrap();
+        }
+        assert_eq!(codec::snapshot(&renumbered), codec::snapshot(&plain));
+        renumbered.check_invariants().unwrap();
     }
 }
