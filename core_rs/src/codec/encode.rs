@@ -764,7 +764,7 @@ fn line_sku<'a>(st: &'a State, o: &Order, line: u32) -> &'a [u8] {
 /// The request id and customer id of `o` (as bytes: no UTF-8 boundary
 /// checks).
 fn order_text(o: &Order) -> (&[u8], &[u8]) {
-    o.text.as_bytes().split_at(o.request_id_len as usize)
+    o.text.parts()
 }
 
 fn line_len(sku: &[u8], line: &Line, currency: &[u8]) -> usize {
@@ -1874,13 +1874,10 @@ mod tests {
     /// location `i % locations` and backordered by one unit.
     fn order(st: &State, lines: usize, customer: &str, reason: &str) -> Order {
         let locations = st.locations.len() as u32;
-        let mut text = String::from("req-1");
-        text.push_str(customer);
         Order {
             key: 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
             client: 0,
-            text: text.into(),
-            request_id_len: 5,
+            text: OrderText::new("req-1", customer),
             region: 0,
             lines: (0..lines as u32)
                 .map(|i| Line {

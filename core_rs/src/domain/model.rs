@@ -171,13 +171,114 @@ pub struct Touch {
     pub index: u32,
 }
 
+/// Bytes of an [`OrderText`] kept inside the order. A request id and a
+/// customer id are up to 64 bytes each, but usually far shorter: with both
+/// inline, a created order needs no heap allocation of its own, so the
+/// order store (which `OrderStore::reserve` sizes and faults in up front)
+/// is all the fresh memory it takes. 45 makes the text 48 bytes.
+pub const ORDER_TEXT_INLINE: usize = 45;
+
+/// An order's request id followed by its customer id: inline when they fit
+/// in [`ORDER_TEXT_INLINE`] bytes together, else in one heap allocation.
+/// Built only from two `&str`, so each part is UTF-8.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OrderText(TextRepr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum TextRepr {
+    Inline {
+        request_id_len: u8,
+        len: u8,
+        bytes: [u8; ORDER_TEXT_INLINE],
+    },
+    Heap {
+        request_id_len: u32,
+        text: Box<str>,
+    },
+}
+
+impl OrderText {
+    pub fn new(request_id: &str, customer_id: &str) -> Self {
+        let len = request_id.len() + customer_id.len();
+        if len <= ORDER_TEXT_INLINE {
+            let mut bytes = [0u8; ORDER_TEXT_INLINE];
+            bytes[..request_id.len()].copy_from_slice(request_id.as_bytes());
+            bytes[request_id.len()..len].copy_from_slice(customer_id.as_bytes());
+            OrderText(TextRepr::Inline {
+                request_id_len: request_id.len() as u8,
+                len: len as u8,
+                bytes,
+            })
+        } else {
+            let mut text = String::with_capacity(len);
+            text.push_str(request_id);
+            text.push_str(customer_id);
+            OrderText(TextRepr::Heap {
+                request_id_len: request_id.len() as u32,
+                text: text.into_boxed_str(),
+            })
+        }
+    }
+
+    /// The request id and the customer id, as bytes.
+    #[inline]
+    pub fn parts(&self) -> (&[u8], &[u8]) {
+        match &self.0 {
+            TextRepr::Inline {
+                request_id_len,
+                len,
+                bytes,
+            } => bytes[..usize::from(*len)].split_at(usize::from(*request_id_len)),
+            TextRepr::Heap {
+                request_id_len,
+                text,
+            } => text.as_bytes().split_at(*request_id_len as usize),
+        }
+    }
+
+    /// Bytes of both ids.
+    pub fn len(&self) -> usize {
+        let (request_id, customer_id) = self.parts();
+        request_id.len() + customer_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn request_id(&self) -> &str {
+        utf8(self.parts().0)
+    }
+
+    pub fn customer_id(&self) -> &str {
+        utf8(self.parts().1)
+    }
+}
+
+/// Each part of an `OrderText` was a whole `&str`; the check is cheap for
+/// ids this short and keeps the type free of `unsafe`.
+fn utf8(bytes: &[u8]) -> &str {
+    debug_assert!(std::str::from_utf8(bytes).is_ok());
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+impl std::fmt::Debug for OrderText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderText")
+            .field("request_id", &self.request_id())
+            .field("customer_id", &self.customer_id())
+            .finish()
+    }
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<OrderText>() == 48);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub key: OrderKey,
     pub client: ClientId,
-    /// request_id followed by customer_id (one allocation for both).
-    pub text: Box<str>,
-    pub request_id_len: u32,
+    pub text: OrderText,
     pub region: RegionId,
     pub lines: OrderLines,
     pub currency: [u8; 3],
@@ -200,16 +301,17 @@ pub struct Order {
 }
 
 /// An order is written once into fresh memory (see `OrderStore::reserve`)
-/// and kept: its size is most of the engine's memory per order.
+/// and kept: its size is most of the engine's memory per order. (It was 272
+/// bytes plus a heap allocation of its ids before they were kept inline.)
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Order>() == 272);
+const _: () = assert!(std::mem::size_of::<Order>() == 304);
 
 impl Order {
     pub fn request_id(&self) -> &str {
-        &self.text[..self.request_id_len as usize]
+        self.text.request_id()
     }
     pub fn customer_id(&self) -> &str {
-        &self.text[self.request_id_len as usize..]
+        self.text.customer_id()
     }
     pub fn currency_str(&self) -> &str {
         std::str::from_utf8(&self.currency).unwrap_or("")
@@ -625,8 +727,7 @@ mod tests {
         Order {
             key,
             client: 0,
-            text: "".into(),
-            request_id_len: 0,
+            text: OrderText::new("", ""),
             region: 0,
             lines: OrderLines::new(),
             currency: *b"EUR",
@@ -675,6 +776,29 @@ mod tests {
         assert!(index.take_due(i64::MIN).is_empty());
         assert_eq!(index.take_due(i64::MAX).len(), 3);
         assert_eq!(index.entries().count(), 0);
+    }
+
+    #[test]
+    fn order_text_keeps_both_ids_inline_or_on_the_heap() {
+        // Every split of lengths around the inline capacity, with multi-byte
+        // characters so that a part ending mid-character would show.
+        for total in 0..=ORDER_TEXT_INLINE + 3 {
+            for request_len in 0..=total {
+                let request_id: String = "é".repeat(request_len / 2) + &"r".repeat(request_len % 2);
+                let customer_len = total - request_len;
+                let customer_id: String =
+                    "ü".repeat(customer_len / 2) + &"c".repeat(customer_len % 2);
+                let text = OrderText::new(&request_id, &customer_id);
+                assert_eq!(text.request_id(), request_id);
+                assert_eq!(text.customer_id(), customer_id);
+                assert_eq!(text.len(), total);
+                let inline = matches!(text.0, TextRepr::Inline { .. });
+                assert_eq!(inline, total <= ORDER_TEXT_INLINE, "{total} bytes");
+                assert_eq!(text.clone(), text);
+            }
+        }
+        // Equal ids in the other split are a different text.
+        assert_ne!(OrderText::new("ab", "c"), OrderText::new("a", "bc"));
     }
 
     #[test]

@@ -273,13 +273,10 @@ fn build_order(st: &mut State, rec: OrderRec) -> Result<Order, String> {
         "RESERVATION_EXPIRED" => StatusReason::ReservationExpired,
         other => StatusReason::Custom(Box::new(other.into())),
     };
-    let mut text = rec.request_id.clone();
-    text.push_str(&rec.customer_id);
     Ok(Order {
         key,
         client,
-        text: text.into_boxed_str(),
-        request_id_len: rec.request_id.len() as u32,
+        text: OrderText::new(&rec.request_id, &rec.customer_id),
         region,
         lines: lines.into_iter().collect(),
         currency,

@@ -125,9 +125,7 @@ impl Engine {
         }
 
         let client_id = self.client_index(client);
-        let mut text = String::with_capacity(req.request_id.len() + req.customer_id.len());
-        text.push_str(req.request_id);
-        text.push_str(req.customer_id);
+        let text = OrderText::new(req.request_id, req.customer_id);
         let mut total: i64 = 0;
         let order_lines: OrderLines = lines
             .iter()
@@ -178,8 +176,7 @@ impl Engine {
         let slot = self.state.orders.insert_new_with(key, || Order {
             key,
             client: client_id,
-            request_id_len: req.request_id.len() as u32,
-            text: text.into_boxed_str(),
+            text,
             region,
             lines: order_lines,
             currency,
