@@ -160,9 +160,21 @@ struct RecentNames {
 const RECENT_NAMES: usize = 8;
 
 impl RecentNames {
+    /// The first entry inline (nearly always the hit: one client and one
+    /// region per batch), the others through a call.
+    #[inline(always)]
     fn get(&self, name: &str) -> Option<u32> {
+        match self.entries.first() {
+            Some((first, id)) if name_eq(first, name) => Some(*id),
+            _ => self.get_after_first(name),
+        }
+    }
+
+    #[inline(never)]
+    fn get_after_first(&self, name: &str) -> Option<u32> {
         self.entries
             .iter()
+            .skip(1)
             .find(|(n, _)| name_eq(n, name))
             .map(|&(_, id)| id)
     }
@@ -970,6 +982,23 @@ mod tests {
                 reason: String::new(),
             })),
         ]
+    }
+
+    #[test]
+    fn recent_names_find_every_remembered_name_first_or_not() {
+        let mut recent = RecentNames::default();
+        let names: Vec<String> = (0..RECENT_NAMES + 3).map(|i| format!("n-{i}")).collect();
+        for (id, name) in names.iter().enumerate() {
+            assert_eq!(recent.get(name), None);
+            recent.remember(name, id as u32);
+            assert_eq!(recent.get(name), Some(id as u32));
+        }
+        // The last RECENT_NAMES names are kept (round robin), the first entry included.
+        for (id, name) in names.iter().enumerate() {
+            let kept = id >= names.len() - RECENT_NAMES;
+            assert_eq!(recent.get(name), kept.then_some(id as u32), "{name}");
+        }
+        assert_eq!(recent.get("eu"), None);
     }
 
     #[test]
