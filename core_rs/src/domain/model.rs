@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 pub use thin_vec::ThinVec;
 
 use super::hash_index::HashIndex;
-use super::ids::Interner;
+use super::ids::{copy_name, Interner};
 
 pub type SkuId = u32;
 pub type LocId = u32;
@@ -202,8 +202,9 @@ impl OrderText {
         let len = request_id.len() + customer_id.len();
         if len <= ORDER_TEXT_INLINE {
             let mut bytes = [0u8; ORDER_TEXT_INLINE];
-            bytes[..request_id.len()].copy_from_slice(request_id.as_bytes());
-            bytes[request_id.len()..len].copy_from_slice(customer_id.as_bytes());
+            // Short ids: word copies, not two calls to memcpy per order.
+            copy_name(&mut bytes[..request_id.len()], request_id.as_bytes());
+            copy_name(&mut bytes[request_id.len()..len], customer_id.as_bytes());
             OrderText(TextRepr::Inline {
                 request_id_len: request_id.len() as u8,
                 len: len as u8,

@@ -116,12 +116,20 @@ impl Engine {
             r.effective_ttl_ms()
         });
 
-        // Reserve the plan (empty unless ALLOCATED / BACKORDERED).
-        let skus = std::mem::take(&mut self.scratch_skus);
-        let plan = std::mem::take(&mut self.scratch_plan);
-        for a in &plan {
+        // Reserve the plan (empty unless ALLOCATED / BACKORDERED). The
+        // scratch buffers are borrowed beside the fields written, not taken
+        // out and put back (a store of each buffer twice per order).
+        let skus = &self.scratch_skus;
+        for a in &self.scratch_plan {
             let sku = skus[a.line as usize];
-            self.write_stock(sku, a.loc, |c| c.reserved += i64::from(a.quantity));
+            write_stock_row(
+                &mut self.state.skus,
+                &mut self.log,
+                self.epoch,
+                sku,
+                a.loc,
+                |c| c.reserved += i64::from(a.quantity),
+            );
         }
 
         let client_id = self.client_index(client);
@@ -129,7 +137,7 @@ impl Engine {
         let mut total: i64 = 0;
         let order_lines: OrderLines = lines
             .iter()
-            .zip(&skus)
+            .zip(&self.scratch_skus)
             .map(|(l, s)| {
                 total += l.quantity * l.unit_price_minor;
                 Line {
@@ -154,9 +162,8 @@ impl Engine {
         let allocations: OrderAllocations = if status == Status::Rejected {
             OrderAllocations::new()
         } else {
-            OrderAllocations::from_slice(&plan)
+            OrderAllocations::from_slice(&self.scratch_plan)
         };
-        self.scratch_plan = plan;
         self.log.changed_orders.push(key);
         let touch = self.fresh_touch(self.log.changed_orders.len());
         let expire_ms = (status == Status::Allocated).then_some(now + ttl_ms);
@@ -167,11 +174,10 @@ impl Engine {
         if status == Status::Backordered {
             for i in 0..self.scratch_short.len() {
                 let line = self.scratch_short[i].line;
-                let sku = skus[line as usize];
+                let sku = self.scratch_skus[line as usize];
                 self.queue_add(region, sku, (queue_seq, line), key);
             }
         }
-        self.scratch_skus = skus;
         // Absent: looked up at the top of this function. Built in its slot.
         let slot = self.state.orders.insert_new_with(key, || Order {
             key,

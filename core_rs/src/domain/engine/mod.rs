@@ -160,9 +160,21 @@ struct RecentNames {
 const RECENT_NAMES: usize = 8;
 
 impl RecentNames {
+    /// The first entry inline (nearly always the hit: one client and one
+    /// region per batch), the others through a call.
+    #[inline(always)]
     fn get(&self, name: &str) -> Option<u32> {
+        match self.entries.first() {
+            Some((first, id)) if name_eq(first, name) => Some(*id),
+            _ => self.get_after_first(name),
+        }
+    }
+
+    #[inline(never)]
+    fn get_after_first(&self, name: &str) -> Option<u32> {
         self.entries
             .iter()
+            .skip(1)
             .find(|(n, _)| name_eq(n, name))
             .map(|&(_, id)| id)
     }
@@ -593,53 +605,14 @@ impl Engine {
         loc: LocId,
         change: impl FnOnce(&mut StockCell),
     ) -> StockCell {
-        let epoch = self.epoch;
-        let first_epoch = self.log.first_epoch;
-        let log = &mut self.log;
-        let cells = &mut self.state.skus.value_mut(sku).cells;
-        let (index, created) = match cells.iter().position(|c| c.loc == loc) {
-            Some(i) => (i, false),
-            None => {
-                log.undo.push(Undo::StockCreated(sku, loc));
-                cells.push(StockCell {
-                    on_hand: 0,
-                    reserved: 0,
-                    version: 0,
-                    // Older than any batch: recorded below as new to this
-                    // batch, without an undo image (the record above).
-                    touch: Touch::default(),
-                    loc,
-                });
-                (cells.len() - 1, true)
-            }
-        };
-        let cell = &mut cells[index];
-        let mut first_in_batch = false;
-        if cell.touch.epoch != epoch {
-            if !created {
-                log.undo.push(Undo::Stock(sku, *cell));
-            }
-            if cell.touch.epoch >= first_epoch {
-                // Already in this batch's changed list.
-                cell.touch.epoch = epoch;
-            } else {
-                cell.touch = Touch {
-                    epoch,
-                    index: log.changed_stock.len() as u32,
-                };
-                first_in_batch = true;
-            }
-        }
-        change(cell);
-        cell.version += 1;
-        let after = *cell;
-        if first_in_batch {
-            log.changed_stock.push((sku, loc));
-            log.stock_values.push(after);
-        } else if let Some(v) = log.stock_values.get_mut(after.touch.index as usize) {
-            *v = after;
-        }
-        after
+        write_stock_row(
+            &mut self.state.skus,
+            &mut self.log,
+            self.epoch,
+            sku,
+            loc,
+            change,
+        )
     }
 
     fn touch_location(&mut self, loc: LocId) {
@@ -891,6 +864,64 @@ impl Engine {
     }
 }
 
+/// [`Engine::write_stock`] over the fields it changes, so that a caller can
+/// hold other fields of the engine (the create path's scratch plan) meanwhile.
+#[inline(always)]
+fn write_stock_row(
+    skus: &mut crate::domain::ids::Interner<SkuEntry>,
+    log: &mut BatchLog,
+    epoch: u32,
+    sku: SkuId,
+    loc: LocId,
+    change: impl FnOnce(&mut StockCell),
+) -> StockCell {
+    let first_epoch = log.first_epoch;
+    let cells = &mut skus.value_mut(sku).cells;
+    let (index, created) = match cells.iter().position(|c| c.loc == loc) {
+        Some(i) => (i, false),
+        None => {
+            log.undo.push(Undo::StockCreated(sku, loc));
+            cells.push(StockCell {
+                on_hand: 0,
+                reserved: 0,
+                version: 0,
+                // Older than any batch: recorded below as new to this
+                // batch, without an undo image (the record above).
+                touch: Touch::default(),
+                loc,
+            });
+            (cells.len() - 1, true)
+        }
+    };
+    let cell = &mut cells[index];
+    let mut first_in_batch = false;
+    if cell.touch.epoch != epoch {
+        if !created {
+            log.undo.push(Undo::Stock(sku, *cell));
+        }
+        if cell.touch.epoch >= first_epoch {
+            // Already in this batch's changed list.
+            cell.touch.epoch = epoch;
+        } else {
+            cell.touch = Touch {
+                epoch,
+                index: log.changed_stock.len() as u32,
+            };
+            first_in_batch = true;
+        }
+    }
+    change(cell);
+    cell.version += 1;
+    let after = *cell;
+    if first_in_batch {
+        log.changed_stock.push((sku, loc));
+        log.stock_values.push(after);
+    } else if let Some(v) = log.stock_values.get_mut(after.touch.index as usize) {
+        *v = after;
+    }
+    after
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -970,6 +1001,23 @@ mod tests {
                 reason: String::new(),
             })),
         ]
+    }
+
+    #[test]
+    fn recent_names_find_every_remembered_name_first_or_not() {
+        let mut recent = RecentNames::default();
+        let names: Vec<String> = (0..RECENT_NAMES + 3).map(|i| format!("n-{i}")).collect();
+        for (id, name) in names.iter().enumerate() {
+            assert_eq!(recent.get(name), None);
+            recent.remember(name, id as u32);
+            assert_eq!(recent.get(name), Some(id as u32));
+        }
+        // The last RECENT_NAMES names are kept (round robin), the first entry included.
+        for (id, name) in names.iter().enumerate() {
+            let kept = id >= names.len() - RECENT_NAMES;
+            assert_eq!(recent.get(name), kept.then_some(id as u32), "{name}");
+        }
+        assert_eq!(recent.get("eu"), None);
     }
 
     #[test]
