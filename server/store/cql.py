@@ -26,7 +26,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cassandra import ConsistencyLevel, DriverException
-from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResponseFuture,
+    Session,
+)
 from cassandra.connection import ConnectionException
 from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
@@ -236,18 +243,23 @@ class CqlStore:
             raise ValueError(f"unknown consistency level {consistency!r}")
 
         def blocking_connect() -> tuple[Cluster, Session]:
+            # Request settings go in the default execution profile: the driver's legacy
+            # Cluster/Session parameters are deprecated and cannot be mixed with profiles.
+            # (Consistency is set per prepared statement, see _prepare_all.)
+            requests = ExecutionProfile(
+                load_balancing_policy=RoundRobinPolicy(), request_timeout=timeout_s
+            )
             cluster = Cluster(
                 contact_points=hosts,
                 port=port,
                 protocol_version=4,
-                load_balancing_policy=RoundRobinPolicy(),
+                execution_profiles={EXEC_PROFILE_DEFAULT: requests},
                 # Reconnect within seconds after an outage (the default backs off to 10 min).
                 reconnection_policy=ExponentialReconnectionPolicy(0.2, 2.0),
                 connect_timeout=timeout_s,
                 control_connection_timeout=timeout_s,
             )
             session = cluster.connect()
-            session.default_timeout = timeout_s
             session.execute(
                 f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}"
             )
