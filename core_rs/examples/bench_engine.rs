@@ -160,6 +160,37 @@ struct Workload {
     after_stock: isize,
 }
 
+impl Workload {
+    /// Counts the orders and lines of `batches` (CreateOrder commands).
+    fn new(
+        engine: Engine,
+        batches: Vec<Vec<u8>>,
+        stock_rows: usize,
+        base: isize,
+        after_stock: isize,
+    ) -> Self {
+        let (mut orders, mut lines_total) = (0, 0);
+        for b in &batches {
+            let batch = epb::EngineBatch::decode(b.as_slice()).expect("timed batch");
+            for c in batch.commands {
+                if let Some(epb::engine_command::Command::CreateOrder(req)) = c.command {
+                    orders += 1;
+                    lines_total += req.lines.len();
+                }
+            }
+        }
+        Workload {
+            engine,
+            batches,
+            orders,
+            lines_total,
+            stock_rows,
+            base,
+            after_stock,
+        }
+    }
+}
+
 /// The built-in synthetic workload (see the top of the file).
 fn synthetic(orders: usize) -> Workload {
     let sku_count: usize = std::env::var("BENCH_SKUS")
@@ -209,7 +240,6 @@ fn synthetic(orders: usize) -> Workload {
 
     // Build the order batches (not timed).
     let mut batches: Vec<Vec<u8>> = Vec::new();
-    let mut lines_total = 0usize;
     let mut n = 0usize;
     while n < orders {
         let mut commands = Vec::with_capacity(BATCH);
@@ -225,7 +255,6 @@ fn synthetic(orders: usize) -> Workload {
                     skus.push(s);
                 }
             }
-            lines_total += skus.len();
             commands.push(command(C::CreateOrder(opb::CreateOrderRequest {
                 request_id: format!("req-{n:08}"),
                 customer_id: format!("cust-{}", rng.below(50_000)),
@@ -251,15 +280,7 @@ fn synthetic(orders: usize) -> Workload {
             .encode_to_vec(),
         );
     }
-    Workload {
-        engine,
-        batches,
-        orders,
-        lines_total,
-        stock_rows,
-        base,
-        after_stock,
-    }
+    Workload::new(engine, batches, stock_rows, base, after_stock)
 }
 
 /// Reads batches written by `bench/core_bench.py --dump-batches DIR`: each
@@ -290,18 +311,8 @@ fn replay(dir: &std::path::Path, max_orders: Option<usize>) -> Workload {
     }
     let after_stock = live();
     let mut batches = read_framed(&dir.join("timed.bin"));
-    let (mut orders, mut lines_total) = (0, 0);
     if let Some(max) = max_orders {
         batches.truncate(max.div_ceil(BATCH));
-    }
-    for b in &batches {
-        let batch = epb::EngineBatch::decode(b.as_slice()).expect("timed batch");
-        for c in batch.commands {
-            if let Some(epb::engine_command::Command::CreateOrder(req)) = c.command {
-                orders += 1;
-                lines_total += req.lines.len();
-            }
-        }
     }
     let stock_rows = engine
         .state
@@ -309,15 +320,7 @@ fn replay(dir: &std::path::Path, max_orders: Option<usize>) -> Workload {
         .iter()
         .map(|(_, _, s)| s.cells.len())
         .sum();
-    Workload {
-        engine,
-        batches,
-        orders,
-        lines_total,
-        stock_rows,
-        base,
-        after_stock,
-    }
+    Workload::new(engine, batches, stock_rows, base, after_stock)
 }
 
 fn main() {
