@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use crate::domain::engine::{ItemResult, Outcome, ReconcileReport, Sink};
 use crate::domain::error::CommandError;
-use crate::domain::ids::ORDER_ID_LEN;
+use crate::domain::ids::{copy_name, ORDER_ID_LEN};
 use crate::domain::model::*;
 use crate::domain::undo::BatchLog;
 
@@ -318,30 +318,6 @@ fn short_head(field: u32, len: usize) -> u64 {
     u64::from(field << 3 | LEN) | (len as u64) << 8
 }
 
-/// Copies `v` into `out` (of the same length); short strings (most ids and
-/// names) as two overlapping fixed-size moves, which cost less than a call
-/// to memcpy.
-#[inline(always)]
-fn copy_short(out: &mut [u8], v: &[u8]) {
-    let n = v.len();
-    match n {
-        8..=16 => {
-            out[..8].copy_from_slice(&v[..8]);
-            out[n - 8..].copy_from_slice(&v[n - 8..]);
-        }
-        4..=7 => {
-            out[..4].copy_from_slice(&v[..4]);
-            out[n - 4..].copy_from_slice(&v[n - 4..]);
-        }
-        1..=3 => {
-            out[0] = v[0];
-            out[n / 2] = v[n / 2];
-            out[n - 1] = v[n - 1];
-        }
-        _ => out.copy_from_slice(v),
-    }
-}
-
 /// Stores all 8 bytes of `word` at `out[at..at + 8]`, without a bounds
 /// check: for runs of stores whose extent was checked once (see
 /// [`Cursor::framed`]).
@@ -361,46 +337,16 @@ unsafe fn store_word(out: &mut [u8], at: usize, word: u64) {
     }
 }
 
-/// [`copy_short`] into `out[at..at + v.len()]`, without a bounds check.
+/// [`copy_name`] into `out[at..at + v.len()]`, without a bounds check.
 ///
 /// # Safety
 /// `at + v.len() <= out.len()`.
 #[inline(always)]
 unsafe fn store_short(out: &mut [u8], at: usize, v: &[u8]) {
-    let n = v.len();
-    debug_assert!(at + n <= out.len());
-    let src = v.as_ptr();
-    // SAFETY: every read is inside `v` (offsets below `n`, for the length
-    // of each case) and every write inside `out[at..at + n]`, which the
-    // caller guarantees is in bounds; `v` cannot overlap `out`, which is
-    // borrowed mutably.
-    unsafe {
-        let dst = out.as_mut_ptr().add(at);
-        match n {
-            8..=16 => {
-                let (a, b) = (
-                    src.cast::<[u8; 8]>().read_unaligned(),
-                    src.add(n - 8).cast::<[u8; 8]>().read_unaligned(),
-                );
-                dst.cast::<[u8; 8]>().write_unaligned(a);
-                dst.add(n - 8).cast::<[u8; 8]>().write_unaligned(b);
-            }
-            4..=7 => {
-                let (a, b) = (
-                    src.cast::<[u8; 4]>().read_unaligned(),
-                    src.add(n - 4).cast::<[u8; 4]>().read_unaligned(),
-                );
-                dst.cast::<[u8; 4]>().write_unaligned(a);
-                dst.add(n - 4).cast::<[u8; 4]>().write_unaligned(b);
-            }
-            1..=3 => {
-                *dst = *src;
-                *dst.add(n / 2) = *src.add(n / 2);
-                *dst.add(n - 1) = *src.add(n - 1);
-            }
-            _ => std::ptr::copy_nonoverlapping(src, dst, n),
-        }
-    }
+    debug_assert!(at + v.len() <= out.len());
+    // SAFETY: `out[at..at + v.len()]` is in bounds (the caller's contract);
+    // `copy_name` then works on a slice exactly as long as `v`.
+    copy_name(unsafe { out.get_unchecked_mut(at..at + v.len()) }, v);
 }
 
 impl Cursor<'_> {
@@ -474,7 +420,7 @@ impl Cursor<'_> {
     #[inline(always)]
     fn raw(&mut self, v: &[u8]) {
         let at = self.pos;
-        copy_short(&mut self.buf[at..at + v.len()], v);
+        copy_name(&mut self.buf[at..at + v.len()], v);
         self.pos = at + v.len();
     }
 

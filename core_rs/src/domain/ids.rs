@@ -178,19 +178,34 @@ pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
     any & HIGH_BITS == 0
 }
 
-/// `dst.copy_from_slice(src)`; names of 4 to 16 bytes (most of them) as two
-/// overlapping 4- or 8-byte copies instead of a call to `memcpy`.
-#[inline]
+/// `dst.copy_from_slice(src)` (so `dst` must be as long as `src`); names of
+/// up to 16 bytes (most ids and names) as two overlapping fixed-size moves,
+/// which cost less than a call to `memcpy`. The encoder's unchecked stores
+/// use it too.
+#[inline(always)]
 pub fn copy_name(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
-    if (8..=16).contains(&n) && dst.len() == n {
-        dst[..8].copy_from_slice(&src[..8]);
-        dst[n - 8..].copy_from_slice(&src[n - 8..]);
-    } else if (4..8).contains(&n) && dst.len() == n {
-        dst[..4].copy_from_slice(&src[..4]);
-        dst[n - 4..].copy_from_slice(&src[n - 4..]);
-    } else {
+    if dst.len() != n {
+        // The same panic as `copy_from_slice`: a caller's bug, not input.
         dst.copy_from_slice(src);
+        return;
+    }
+    match n {
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        1..=3 => {
+            // Bytes 0, n/2 and n-1 are every byte of a 1-3 byte string.
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        _ => dst.copy_from_slice(src),
     }
 }
 
