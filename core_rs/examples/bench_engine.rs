@@ -379,6 +379,9 @@ fn main() {
     let null_sink = std::env::var_os("BENCH_NULL_SINK").is_some();
     // The fastest batch approximates an uncontended core on a shared machine.
     let mut best_batch_ns_per_line = f64::MAX;
+    // The median batch is what interleaved A/B runs compare: on a shared VM
+    // the mean moves with whatever else ran, the median far less.
+    let mut batch_seconds: Vec<f64> = Vec::with_capacity(batches.len());
     for b in &batches {
         let t = Instant::now();
         if null_sink {
@@ -393,6 +396,7 @@ fn main() {
         }
         let out = timed_apply(&mut engine, b);
         let took = t.elapsed();
+        batch_seconds.push(took.as_secs_f64());
         if verbose {
             eprintln!("batch {}: {:?}", out.batch_seq, took);
         }
@@ -451,6 +455,14 @@ fn main() {
         "BEST BATCH: {:.2} M order lines/s (fastest single batch, ~3 lines/order)",
         1e3 / best_batch_ns_per_line
     );
+    if !batch_seconds.is_empty() {
+        batch_seconds.sort_by(f64::total_cmp);
+        println!(
+            "MEDIAN BATCH: {:.3} ms ({} batches)",
+            batch_seconds[batch_seconds.len() / 2] * 1e3,
+            batch_seconds.len()
+        );
+    }
     println!(
         "MEMORY: {:.1} bytes per stock row ({} rows, incl. SKU/location names and indexes)",
         (after_stock - base) as f64 / stock_rows as f64,

@@ -439,7 +439,13 @@ impl Engine {
         }
     }
 
-    /// Stage 3: confirm the names, prefetch the SKUs' stock rows.
+    /// Stage 3: confirm the names, prefetch the first of each SKU's stock
+    /// rows. Only the first: it is the row of the location created first
+    /// (usually the top priority), which most allocations read first.
+    /// Prefetching every row of a SKU (five cache lines for eight
+    /// locations) issued ~4x the prefetches per window, more than the CPU
+    /// has slots for outstanding misses, and was slower in interleaved runs
+    /// (docs/engine.md, Performance).
     fn warm_cells(&mut self, batch: &Batch<'_>, hashes: &[(usize, u64, Option<SkuId>)]) {
         for &(line, _, candidate) in hashes {
             let Some(sku) = candidate.filter(|&s| self.state.skus.is(s, batch.lines[line].sku))
@@ -447,8 +453,8 @@ impl Engine {
                 continue;
             };
             self.line_skus[line] = Some(sku);
-            for cell in self.state.skus.value(sku).cells.iter().step_by(2) {
-                prefetch(cell);
+            if let Some(first) = self.state.skus.value(sku).cells.first() {
+                prefetch(first);
             }
         }
     }
