@@ -747,10 +747,10 @@ fn order_len(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
         len += message_len(5, line_len(sku, line, currency));
     }
     len += int_len(6, i64::from(o.policy)) + int_len(7, o.status as i64) + int_len(8, o.version);
-    for a in &o.allocations {
+    for a in o.allocations() {
         let sku = line_sku(st, o, a.line);
         let loc = st.locations.name(a.loc).as_bytes();
-        len += message_len(9, allocation_len(sku, loc, a));
+        len += message_len(9, allocation_len(sku, loc, &a));
     }
     for b in &o.backorders {
         len += message_len(10, backorder_len(line_sku(st, o, b.line), b));
@@ -759,11 +759,10 @@ fn order_len(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
         + bytes_len(12, currency.len())
         + times.field_len(13, o.create_ms)
         + times.field_len(14, o.update_ms);
-    if let Some(at) = o.expire_ms {
+    if let Some(at) = o.expire_ms() {
         len += times.field_len(15, at);
     }
-    len + bytes_len(16, o.status_reason.as_str().len())
-        + bytes_len(17, st.clients.name(o.client).len())
+    len + bytes_len(16, o.status_reason().len()) + bytes_len(17, st.clients.name(o.client).len())
 }
 
 /// Most bytes of an int64 / int32 / enum field numbered 1 to 15: a key
@@ -840,14 +839,14 @@ fn order_bound(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
         + o.text.len()
         + st.regions.max_name_len()
         + CURRENCY_LEN
-        + o.status_reason.as_str().len()
+        + o.status_reason().len()
         + st.clients.max_name_len();
     // policy, status, version, total; create, update, expire time.
     let scalars = 4 * INT_FIELD_MAX + 3 * TIMESTAMP_FIELD_MAX;
     let bound = strings
         + scalars
         + o.lines.len() * line
-        + o.allocations.len() * allocation
+        + o.allocations().len() * allocation
         + o.backorders.len() * backorder;
     if bound <= ORDER_BOUND_LIMIT {
         bound
@@ -928,7 +927,7 @@ fn write_order_fields(
         c.int(7, o.status as i64);
         c.int(8, o.version);
     }
-    for a in &o.allocations {
+    for a in o.allocations() {
         let sku = line_sku(st, o, a.line);
         let loc = st.locations.name(a.loc).as_bytes();
         let (line, q) = (u64::from(a.line), a.quantity as u64);
@@ -991,10 +990,10 @@ fn write_order_fields(
     }
     c.timestamp(13, times.get(o.create_ms));
     c.timestamp(14, times.get(o.update_ms));
-    if let Some(at) = o.expire_ms {
+    if let Some(at) = o.expire_ms() {
         c.timestamp(15, times.get(at));
     }
-    c.bytes(16, o.status_reason.as_str().as_bytes());
+    c.bytes(16, o.status_reason().as_bytes());
     c.bytes(17, st.clients.name(o.client).as_bytes());
     *out = cursor;
     OrderOffsets {
@@ -1820,7 +1819,14 @@ mod tests {
     /// location `i % locations` and backordered by one unit.
     fn order(st: &State, lines: usize, customer: &str, reason: &str) -> Order {
         let locations = st.locations.len() as u32;
-        Order {
+        let allocations: Vec<Allocation> = (0..lines as u32)
+            .map(|i| Allocation {
+                line: i,
+                loc: i % locations,
+                quantity: 2,
+            })
+            .collect();
+        Order::new(OrderInit {
             key: 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
             client: 0,
             text: OrderText::new("req-1", customer),
@@ -1836,13 +1842,7 @@ mod tests {
             policy: 3,
             status: Status::Allocated,
             version: 2,
-            allocations: (0..lines as u32)
-                .map(|i| Allocation {
-                    line: i,
-                    loc: i % locations,
-                    quantity: 2,
-                })
-                .collect(),
+            allocations: &allocations,
             backorders: (0..lines as u32)
                 .map(|i| Backorder {
                     line: i,
@@ -1855,11 +1855,11 @@ mod tests {
             expire_ms: Some(1_700_000_900_123),
             status_reason: match reason {
                 "" => StatusReason::None,
-                r => StatusReason::Custom(Box::new(r.into())),
+                r => StatusReason::Custom(r.into()),
             },
             queue_seq: 0,
             touch: Touch::default(),
-        }
+        })
     }
 
     /// The straightforward encoding of `o`: every embedded message built
@@ -1884,7 +1884,7 @@ mod tests {
         put_int(&mut out, 6, i64::from(o.policy));
         put_int(&mut out, 7, o.status as i64);
         put_int(&mut out, 8, o.version);
-        for a in &o.allocations {
+        for a in o.allocations() {
             let mut m = Vec::new();
             put_int(&mut m, 1, i64::from(a.line));
             put_bytes(&mut m, 2, line_sku(st, o, a.line));
@@ -1903,10 +1903,10 @@ mod tests {
         put_bytes(&mut out, 12, currency);
         out.extend(timestamp_field(13, o.create_ms));
         out.extend(timestamp_field(14, o.update_ms));
-        if let Some(at) = o.expire_ms {
+        if let Some(at) = o.expire_ms() {
             out.extend(timestamp_field(15, at));
         }
-        put_bytes(&mut out, 16, o.status_reason.as_str().as_bytes());
+        put_bytes(&mut out, 16, o.status_reason().as_bytes());
         put_bytes(&mut out, 17, st.clients.name(o.client).as_bytes());
         out
     }
@@ -1982,9 +1982,9 @@ mod tests {
         // n bytes: 127 / 128 bytes of order and of batch item.
         let small = |n: usize| {
             let mut o = order(&short, 1, &"c".repeat(n), "");
-            o.allocations.clear();
+            o.set_allocations(&[]);
             o.backorders.clear();
-            o.expire_ms = None;
+            o.set_expire_ms(None);
             // Empty timestamps, so that the smallest is under 126 bytes.
             o.create_ms = 0;
             o.update_ms = 0;
@@ -2001,7 +2001,8 @@ mod tests {
         let long = state(&long_skus, &long_locations);
         let big = |n: usize| {
             let mut o = order(&long, 100, "cust", &"r".repeat(n));
-            o.allocations.truncate(40);
+            let first: Vec<Allocation> = o.allocations().take(40).collect();
+            o.set_allocations(&first);
             o.backorders.clear();
             (long.clone(), o)
         };
@@ -2018,7 +2019,8 @@ mod tests {
         let mut times = TimestampMemo::default();
         let few = |n: usize| {
             let mut o = order(&long, 50, "cust", &"r".repeat(n));
-            o.allocations.truncate(30);
+            let first: Vec<Allocation> = o.allocations().take(30).collect();
+            o.set_allocations(&first);
             o.backorders.truncate(5);
             o
         };
@@ -2087,10 +2089,11 @@ mod tests {
                 })
                 .collect();
             let loc_count = locations.len() as u32;
-            o.allocations = allocations
+            let allocations: Vec<Allocation> = allocations
                 .iter()
                 .map(|&(line, loc, quantity)| Allocation { line, loc: loc % loc_count, quantity })
                 .collect();
+            o.set_allocations(&allocations);
             o.backorders = backorders
                 .iter()
                 .map(|&(line, quantity)| Backorder { line, quantity })
@@ -2125,8 +2128,10 @@ mod tests {
                     }
                     check_order(&mut st, o.clone());
                     o.client = 0;
-                    o.allocations[0].loc = 0;
-                    o.allocations[0].line = 7; // out of range: no SKU
+                    let mut allocations: Vec<Allocation> = o.allocations().collect();
+                    allocations[0].loc = 0;
+                    allocations[0].line = 7; // out of range: no SKU
+                    o.set_allocations(&allocations);
                     check_order(&mut st, o);
                 }
             }

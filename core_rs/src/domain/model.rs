@@ -120,13 +120,11 @@ pub struct Allocation {
     pub quantity: Quantity,
 }
 
-/// Lines (and allocations) of an order kept inline, without an allocation of
-/// their own: most orders have a few lines, and two fewer heap allocations per
-/// created order save more than the larger `Order` costs. Longer orders spill
-/// to the heap.
+/// Lines of an order kept inline, without an allocation of their own: most
+/// orders have a few lines, and one fewer heap allocation per created order
+/// saves more than the larger `Order` costs. Longer orders spill to the heap.
 pub const INLINE_LINES: usize = 4;
 pub type OrderLines = SmallVec<[Line; INLINE_LINES]>;
-pub type OrderAllocations = SmallVec<[Allocation; INLINE_LINES]>;
 
 /// Quantity of one line still waiting for stock (always > 0 while listed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,25 +133,57 @@ pub struct Backorder {
     pub quantity: Quantity,
 }
 
+/// Why an order is in its status, as passed to and returned by
+/// [`Order::new`] and [`Order::set_status_reason`]. An order stores the
+/// well-known reasons as a [`ReasonCode`] and only custom text on the heap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatusReason {
     None,
     InsufficientStock,
     CancelledByClient,
     ReservationExpired,
-    /// Boxed twice so that the enum, kept in every order, is 16 bytes, not
-    /// 24: custom reasons (cancellations with a reason) are rare.
-    Custom(Box<Box<str>>),
+    Custom(Box<str>),
 }
 
 impl StatusReason {
     pub fn as_str(&self) -> &str {
         match self {
-            StatusReason::None => "",
-            StatusReason::InsufficientStock => "INSUFFICIENT_STOCK",
-            StatusReason::CancelledByClient => "CANCELLED_BY_CLIENT",
-            StatusReason::ReservationExpired => "RESERVATION_EXPIRED",
             StatusReason::Custom(s) => s,
+            known => ReasonCode::of(known).as_str(),
+        }
+    }
+}
+
+/// The kind of an order's [`StatusReason`], one byte in the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum ReasonCode {
+    None,
+    InsufficientStock,
+    CancelledByClient,
+    ReservationExpired,
+    /// The text is in `Order::reason_text`.
+    Custom,
+}
+
+impl ReasonCode {
+    fn of(reason: &StatusReason) -> ReasonCode {
+        match reason {
+            StatusReason::None => ReasonCode::None,
+            StatusReason::InsufficientStock => ReasonCode::InsufficientStock,
+            StatusReason::CancelledByClient => ReasonCode::CancelledByClient,
+            StatusReason::ReservationExpired => ReasonCode::ReservationExpired,
+            StatusReason::Custom(_) => ReasonCode::Custom,
+        }
+    }
+
+    /// The text of a well-known reason ("" for `Custom`, whose text is elsewhere).
+    fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::None | ReasonCode::Custom => "",
+            ReasonCode::InsufficientStock => "INSUFFICIENT_STOCK",
+            ReasonCode::CancelledByClient => "CANCELLED_BY_CLIENT",
+            ReasonCode::ReservationExpired => "RESERVATION_EXPIRED",
         }
     }
 }
@@ -275,6 +305,24 @@ impl std::fmt::Debug for OrderText {
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<OrderText>() == 48);
 
+/// An order. Written once into fresh memory (see `OrderStore::reserve`) and
+/// kept: its size is most of the engine's memory per order, so the fields
+/// whose usual value says little are packed (private, behind accessors with
+/// the plain meaning):
+///
+/// - the allocations of an order allocated whole at one location (each line
+///   its full quantity there, in line order: the usual create) are not
+///   listed but read off the lines (`whole_loc`); others are in a thin
+///   vector, one word and no heap allocation when empty;
+/// - the expire time is a plain `i64` with a flag beside it, not an
+///   `Option<i64>` (16 bytes);
+/// - the status reason is a one-byte code, plus boxed text for custom ones.
+///
+/// Each packed field has one representation per meaning (allocations whole
+/// whenever they can be, an absent expire time 0, no text unless custom),
+/// so the derived equality is equality of meaning.
+///
+/// `lines` do not change once the order exists: allocations may mirror them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub key: OrderKey,
@@ -287,27 +335,91 @@ pub struct Order {
     pub policy: i32,
     pub status: Status,
     pub version: i64,
-    /// By line index, then in the order taken.
-    pub allocations: OrderAllocations,
     /// By line index. Usually empty: a thin vector is one word, not three.
+    pub backorders: ThinVec<Backorder>,
+    pub total_minor: i64,
+    pub create_ms: i64,
+    pub update_ms: i64,
+    /// Position in the backorder queues (orders queued earlier have smaller numbers).
+    pub queue_seq: u64,
+    pub touch: Touch,
+    /// The allocations, when not whole (see [`Order::allocations`]).
+    listed: ThinVec<Allocation>,
+    /// The location of allocations that are whole; meaningful if `whole`.
+    whole_loc: LocId,
+    whole: bool,
+    /// The expire time; meaningful if `has_expire`, else 0.
+    expire_at: i64,
+    has_expire: bool,
+    reason: ReasonCode,
+    /// The text of a `Custom` reason (boxed twice: a thin pointer).
+    reason_text: Option<Box<Box<str>>>,
+}
+
+/// Was 304 bytes (allocations and lines in two inline vectors, an
+/// `Option<i64>` expire time, a 16-byte reason), and 272 plus a heap
+/// allocation of the ids before they were kept inline. 240 is under the 256
+/// of four cache lines; the order key's 16-byte alignment rounds it up.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Order>() == 240);
+
+/// An [`Order`]'s fields in their plain meaning, for [`Order::new`].
+pub struct OrderInit<'a> {
+    pub key: OrderKey,
+    pub client: ClientId,
+    pub text: OrderText,
+    pub region: RegionId,
+    pub lines: OrderLines,
+    pub currency: [u8; 3],
+    pub policy: i32,
+    pub status: Status,
+    pub version: i64,
+    /// By line index, then in the order taken.
+    pub allocations: &'a [Allocation],
     pub backorders: ThinVec<Backorder>,
     pub total_minor: i64,
     pub create_ms: i64,
     pub update_ms: i64,
     pub expire_ms: Option<i64>,
     pub status_reason: StatusReason,
-    /// Position in the backorder queues (orders queued earlier have smaller numbers).
     pub queue_seq: u64,
     pub touch: Touch,
 }
 
-/// An order is written once into fresh memory (see `OrderStore::reserve`)
-/// and kept: its size is most of the engine's memory per order. (It was 272
-/// bytes plus a heap allocation of its ids before they were kept inline.)
-#[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Order>() == 304);
-
 impl Order {
+    /// Inline: builds every created order, straight into its slot.
+    #[inline(always)]
+    pub fn new(init: OrderInit<'_>) -> Order {
+        let mut order = Order {
+            key: init.key,
+            client: init.client,
+            text: init.text,
+            region: init.region,
+            lines: init.lines,
+            currency: init.currency,
+            policy: init.policy,
+            status: init.status,
+            version: init.version,
+            backorders: init.backorders,
+            total_minor: init.total_minor,
+            create_ms: init.create_ms,
+            update_ms: init.update_ms,
+            queue_seq: init.queue_seq,
+            touch: init.touch,
+            listed: ThinVec::new(),
+            whole_loc: 0,
+            whole: false,
+            expire_at: 0,
+            has_expire: false,
+            reason: ReasonCode::None,
+            reason_text: None,
+        };
+        order.set_allocations(init.allocations);
+        order.set_expire_ms(init.expire_ms);
+        order.set_status_reason(init.status_reason);
+        order
+    }
+
     pub fn request_id(&self) -> &str {
         self.text.request_id()
     }
@@ -321,7 +433,148 @@ impl Order {
     pub fn effective_policy(&self) -> i32 {
         effective_policy(self.policy)
     }
+
+    /// When the reservation expires (ALLOCATED orders).
+    #[inline]
+    pub fn expire_ms(&self) -> Option<i64> {
+        self.has_expire.then_some(self.expire_at)
+    }
+
+    #[inline]
+    pub fn set_expire_ms(&mut self, at: Option<i64>) {
+        self.has_expire = at.is_some();
+        self.expire_at = at.unwrap_or(0);
+    }
+
+    #[inline]
+    pub fn status_reason(&self) -> &str {
+        match &self.reason_text {
+            Some(text) => text,
+            None => self.reason.as_str(),
+        }
+    }
+
+    #[inline]
+    pub fn set_status_reason(&mut self, reason: StatusReason) {
+        self.reason = ReasonCode::of(&reason);
+        self.reason_text = match reason {
+            StatusReason::Custom(text) => Some(Box::new(text)),
+            _ => None,
+        };
+    }
+
+    /// The allocations: by line index, then in the order taken.
+    #[inline]
+    pub fn allocations(&self) -> Allocations<'_> {
+        Allocations(if self.whole {
+            AllocationsRepr::Whole {
+                loc: self.whole_loc,
+                lines: self.lines.iter().enumerate(),
+            }
+        } else {
+            AllocationsRepr::Listed(self.listed.iter())
+        })
+    }
+
+    /// Replaces the allocations (by line index, then in the order taken).
+    #[inline]
+    pub fn set_allocations(&mut self, allocations: &[Allocation]) {
+        match whole_location(&self.lines, allocations) {
+            Some(loc) => {
+                self.whole = true;
+                self.whole_loc = loc;
+                if !self.listed.is_empty() {
+                    self.listed = ThinVec::new();
+                }
+            }
+            None => {
+                self.whole = false;
+                self.whole_loc = 0;
+                self.listed = ThinVec::from(allocations);
+            }
+        }
+    }
+
+    /// Adds `quantity` of `line` at `loc`: to the existing allocation of that
+    /// line and location, else as a new one after the line's others (the list
+    /// stays ordered by line index).
+    pub fn add_allocation(&mut self, line: u32, loc: LocId, quantity: Quantity) {
+        let mut allocations: Vec<Allocation> = self.allocations().collect();
+        if let Some(a) = allocations
+            .iter_mut()
+            .find(|a| a.line == line && a.loc == loc)
+        {
+            a.quantity += quantity;
+        } else {
+            let at = allocations
+                .iter()
+                .position(|a| a.line > line)
+                .unwrap_or(allocations.len());
+            allocations.insert(
+                at,
+                Allocation {
+                    line,
+                    loc,
+                    quantity,
+                },
+            );
+        }
+        self.set_allocations(&allocations);
+    }
 }
+
+/// The location at which `allocations` are whole for `lines`: one per line,
+/// in line order, each the line's full quantity, all at that location.
+#[inline]
+fn whole_location(lines: &[Line], allocations: &[Allocation]) -> Option<LocId> {
+    let loc = allocations.first()?.loc;
+    let whole = allocations.len() == lines.len()
+        && allocations
+            .iter()
+            .zip(lines)
+            .enumerate()
+            .all(|(i, (a, l))| a.line as usize == i && a.loc == loc && a.quantity == l.quantity);
+    whole.then_some(loc)
+}
+
+/// The allocations of an order ([`Order::allocations`]), by value.
+#[derive(Debug, Clone)]
+pub struct Allocations<'a>(AllocationsRepr<'a>);
+
+#[derive(Debug, Clone)]
+enum AllocationsRepr<'a> {
+    Whole {
+        loc: LocId,
+        lines: std::iter::Enumerate<std::slice::Iter<'a, Line>>,
+    },
+    Listed(std::slice::Iter<'a, Allocation>),
+}
+
+impl Iterator for Allocations<'_> {
+    type Item = Allocation;
+
+    #[inline]
+    fn next(&mut self) -> Option<Allocation> {
+        match &mut self.0 {
+            AllocationsRepr::Whole { loc, lines } => lines.next().map(|(i, l)| Allocation {
+                line: i as u32,
+                loc: *loc,
+                quantity: l.quantity,
+            }),
+            AllocationsRepr::Listed(listed) => listed.next().copied(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.0 {
+            AllocationsRepr::Whole { lines, .. } => lines.size_hint(),
+            AllocationsRepr::Listed(listed) => listed.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for Allocations<'_> {}
 
 pub fn effective_policy(policy: i32) -> i32 {
     if policy == POLICY_UNSPECIFIED {
@@ -725,7 +978,7 @@ mod tests {
     use super::*;
 
     fn order(key: OrderKey) -> Order {
-        Order {
+        Order::new(OrderInit {
             key,
             client: 0,
             text: OrderText::new("", ""),
@@ -735,7 +988,7 @@ mod tests {
             policy: 0,
             status: Status::Allocated,
             version: 1,
-            allocations: OrderAllocations::new(),
+            allocations: &[],
             backorders: ThinVec::new(),
             total_minor: 0,
             create_ms: 0,
@@ -744,6 +997,211 @@ mod tests {
             status_reason: StatusReason::None,
             queue_seq: 0,
             touch: Touch::default(),
+        })
+    }
+
+    fn order_with_lines(quantities: &[Quantity]) -> Order {
+        let mut o = order(7);
+        o.lines = quantities
+            .iter()
+            .enumerate()
+            .map(|(i, &quantity)| Line {
+                sku: i as SkuId,
+                quantity,
+                unit_price_minor: 100,
+            })
+            .collect();
+        o
+    }
+
+    fn whole(quantities: &[Quantity], loc: LocId) -> Vec<Allocation> {
+        quantities
+            .iter()
+            .enumerate()
+            .map(|(i, &quantity)| Allocation {
+                line: i as u32,
+                loc,
+                quantity,
+            })
+            .collect()
+    }
+
+    /// The list `add_allocation` keeps, on a plain vector.
+    fn add_to_list(list: &mut Vec<Allocation>, line: u32, loc: LocId, quantity: Quantity) {
+        if let Some(a) = list.iter_mut().find(|a| a.line == line && a.loc == loc) {
+            a.quantity += quantity;
+            return;
+        }
+        let at = list
+            .iter()
+            .position(|a| a.line > line)
+            .unwrap_or(list.len());
+        list.insert(
+            at,
+            Allocation {
+                line,
+                loc,
+                quantity,
+            },
+        );
+    }
+
+    #[test]
+    fn expire_time_round_trips_at_the_edges() {
+        let mut o = order(1);
+        assert_eq!(o.expire_ms(), None);
+        let fresh = o.clone();
+        for at in [
+            Some(0),
+            Some(-1),
+            Some(1),
+            Some(i64::MIN),
+            Some(i64::MAX),
+            None,
+            Some(0),
+        ] {
+            o.set_expire_ms(at);
+            assert_eq!(o.expire_ms(), at);
+        }
+        // Absent after having been set: the same order as never set.
+        o.set_expire_ms(None);
+        assert_eq!(o, fresh);
+        o.set_expire_ms(Some(0));
+        assert_ne!(o, fresh);
+    }
+
+    #[test]
+    fn status_reasons_round_trip_known_and_custom() {
+        let long = "r".repeat(crate::domain::limits::MAX_REASON_LEN);
+        let reasons = [
+            StatusReason::None,
+            StatusReason::InsufficientStock,
+            StatusReason::CancelledByClient,
+            StatusReason::ReservationExpired,
+            StatusReason::Custom("".into()),
+            StatusReason::Custom("damaged in transit".into()),
+            StatusReason::Custom("CANCELLED_BY_CLIENT".into()),
+            StatusReason::Custom(long.as_str().into()),
+            StatusReason::Custom("déjà vu".into()),
+        ];
+        let mut o = order(1);
+        assert_eq!(o.status_reason(), "");
+        let fresh = o.clone();
+        for reason in reasons {
+            let text = reason.as_str().to_owned();
+            o.set_status_reason(reason);
+            assert_eq!(o.status_reason(), text);
+        }
+        // A custom text is dropped when a known reason replaces it.
+        o.set_status_reason(StatusReason::None);
+        assert_eq!(o, fresh);
+        assert_eq!(
+            StatusReason::InsufficientStock.as_str(),
+            "INSUFFICIENT_STOCK"
+        );
+        assert_eq!(
+            StatusReason::CancelledByClient.as_str(),
+            "CANCELLED_BY_CLIENT"
+        );
+        assert_eq!(
+            StatusReason::ReservationExpired.as_str(),
+            "RESERVATION_EXPIRED"
+        );
+        assert_eq!(StatusReason::None.as_str(), "");
+    }
+
+    #[test]
+    fn whole_allocations_are_read_off_the_lines() {
+        // Up to and past the lines' inline capacity.
+        for n in 1..=INLINE_LINES + 3 {
+            let quantities: Vec<Quantity> = (1..=n as Quantity).map(|q| q * 1000).collect();
+            let mut o = order_with_lines(&quantities);
+            let list = whole(&quantities, 9);
+            o.set_allocations(&list);
+            assert!(o.whole && o.listed.is_empty(), "{n} lines");
+            assert_eq!(o.allocations().len(), n);
+            assert_eq!(o.allocations().collect::<Vec<_>>(), list);
+            // Not whole: a short quantity, a missing line, two locations.
+            let mut short = list.clone();
+            short[n - 1].quantity -= 1;
+            let mut missing = list.clone();
+            missing.pop();
+            let mut two = list.clone();
+            two[0].loc = 8;
+            // (One line at one location is whole wherever it is.)
+            let others = if n == 1 {
+                vec![short, missing]
+            } else {
+                vec![short, missing, two]
+            };
+            for other in others {
+                o.set_allocations(&other);
+                assert!(!o.whole && o.whole_loc == 0);
+                assert_eq!(o.allocations().collect::<Vec<_>>(), other);
+                assert_eq!(o.allocations().len(), other.len());
+            }
+            // Back to whole: the list is dropped (one representation).
+            o.set_allocations(&list);
+            assert_eq!(o, {
+                let mut fresh = order_with_lines(&quantities);
+                fresh.set_allocations(&list);
+                fresh
+            });
+            o.set_allocations(&[]);
+            assert!(!o.whole && o.allocations().next().is_none());
+            assert_eq!(o, order_with_lines(&quantities));
+        }
+    }
+
+    #[test]
+    fn allocations_completed_by_backorders_become_whole() {
+        let mut o = order_with_lines(&[5, 3]);
+        o.set_allocations(&[Allocation {
+            line: 0,
+            loc: 2,
+            quantity: 5,
+        }]);
+        o.add_allocation(1, 2, 1);
+        assert!(!o.whole);
+        o.add_allocation(1, 2, 2);
+        assert!(o.whole && o.whole_loc == 2 && o.listed.is_empty());
+        assert_eq!(o.allocations().collect::<Vec<_>>(), whole(&[5, 3], 2));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Whatever the allocations, an order gives back exactly the list it
+        /// was given (whole or listed), and adding to it keeps the list the
+        /// plain vector keeps.
+        #[test]
+        fn allocations_round_trip_and_add_like_a_list(
+            quantities in proptest::collection::vec(1..4 as Quantity, 1..7),
+            list in proptest::collection::vec((0u32..7, 0u32..3, 1..4 as Quantity), 0..9),
+            loc in 0u32..3,
+            adds in proptest::collection::vec((0u32..7, 0u32..3, 1..3 as Quantity), 0..12),
+            start_whole in proptest::bool::ANY,
+        ) {
+            let mut o = order_with_lines(&quantities);
+            let mut expected: Vec<Allocation> = if start_whole {
+                whole(&quantities, loc)
+            } else {
+                list.iter()
+                    .map(|&(line, loc, quantity)| Allocation { line, loc, quantity })
+                    .collect()
+            };
+            o.set_allocations(&expected);
+            proptest::prop_assert_eq!(o.allocations().collect::<Vec<_>>(), expected.clone());
+            proptest::prop_assert_eq!(o.whole, whole_location(&o.lines, &expected).is_some());
+            for (line, loc, quantity) in adds {
+                add_to_list(&mut expected, line, loc, quantity);
+                o.add_allocation(line, loc, quantity);
+                proptest::prop_assert_eq!(o.allocations().len(), expected.len());
+                proptest::prop_assert_eq!(o.allocations().collect::<Vec<_>>(), expected.clone());
+                let mut same = order_with_lines(&quantities);
+                same.set_allocations(&expected);
+                proptest::prop_assert_eq!(&o, &same);
+            }
         }
     }
 

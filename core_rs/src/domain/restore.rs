@@ -157,7 +157,7 @@ pub fn build_state(
             backordered.push((order.create_ms, order.key));
         }
         if order.status == Status::Allocated {
-            if let Some(at) = order.expire_ms {
+            if let Some(at) = order.expire_ms() {
                 st.expiry.add(at, order.key);
             }
         }
@@ -271,9 +271,9 @@ fn build_order(st: &mut State, rec: OrderRec) -> Result<Order, String> {
         "INSUFFICIENT_STOCK" => StatusReason::InsufficientStock,
         "CANCELLED_BY_CLIENT" => StatusReason::CancelledByClient,
         "RESERVATION_EXPIRED" => StatusReason::ReservationExpired,
-        other => StatusReason::Custom(Box::new(other.into())),
+        other => StatusReason::Custom(other.into()),
     };
-    Ok(Order {
+    Ok(Order::new(OrderInit {
         key,
         client,
         text: OrderText::new(&rec.request_id, &rec.customer_id),
@@ -283,7 +283,7 @@ fn build_order(st: &mut State, rec: OrderRec) -> Result<Order, String> {
         policy: rec.policy,
         status,
         version: rec.version,
-        allocations: allocations.into_iter().collect(),
+        allocations: &allocations,
         backorders: backorders.into_iter().collect(),
         total_minor: rec.total_minor,
         create_ms: rec.create_ms,
@@ -292,7 +292,7 @@ fn build_order(st: &mut State, rec: OrderRec) -> Result<Order, String> {
         status_reason,
         queue_seq: 0,
         touch: Touch::default(),
-    })
+    }))
 }
 
 /// Orders in snapshot order: every order that is not BACKORDERED by order id,

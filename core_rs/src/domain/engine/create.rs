@@ -159,11 +159,6 @@ impl Engine {
         } else {
             ThinVec::new()
         };
-        let allocations: OrderAllocations = if status == Status::Rejected {
-            OrderAllocations::new()
-        } else {
-            OrderAllocations::from_slice(&self.scratch_plan)
-        };
         self.log.changed_orders.push(key);
         let touch = self.fresh_touch(self.log.changed_orders.len());
         let expire_ms = (status == Status::Allocated).then_some(now + ttl_ms);
@@ -179,29 +174,36 @@ impl Engine {
             }
         }
         // Absent: looked up at the top of this function. Built in its slot.
-        let slot = self.state.orders.insert_new_with(key, || Order {
-            key,
-            client: client_id,
-            text,
-            region,
-            lines: order_lines,
-            currency,
-            policy: req.policy,
-            status,
-            version: 1,
-            allocations,
-            backorders,
-            total_minor: total,
-            create_ms: now,
-            update_ms: now,
-            expire_ms,
-            status_reason: if status == Status::Rejected {
-                StatusReason::InsufficientStock
-            } else {
-                StatusReason::None
-            },
-            queue_seq,
-            touch,
+        let allocations: &[Allocation] = if status == Status::Rejected {
+            &[]
+        } else {
+            &self.scratch_plan
+        };
+        let slot = self.state.orders.insert_new_with(key, || {
+            Order::new(OrderInit {
+                key,
+                client: client_id,
+                text,
+                region,
+                lines: order_lines,
+                currency,
+                policy: req.policy,
+                status,
+                version: 1,
+                allocations,
+                backorders,
+                total_minor: total,
+                create_ms: now,
+                update_ms: now,
+                expire_ms,
+                status_reason: if status == Status::Rejected {
+                    StatusReason::InsufficientStock
+                } else {
+                    StatusReason::None
+                },
+                queue_seq,
+                touch,
+            })
         });
         sink.order_event(&self.state, self.state.orders.at(slot), now);
         CreateOutcome::Fresh(key, status)

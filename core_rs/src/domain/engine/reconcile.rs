@@ -127,7 +127,7 @@ impl Engine {
             let live = st
                 .orders
                 .get(&key)
-                .is_some_and(|o| o.status == Status::Allocated && o.expire_ms == Some(at));
+                .is_some_and(|o| o.status == Status::Allocated && o.expire_ms() == Some(at));
             if live {
                 live_expiry_entries += 1;
                 live_expiry.insert((at, key));
@@ -136,7 +136,7 @@ impl Engine {
         for (key, o) in st.orders.iter() {
             let id = format_order_id(*key);
             let mut filled = vec![0i64; o.lines.len()];
-            for a in &o.allocations {
+            for a in o.allocations() {
                 match filled.get_mut(a.line as usize) {
                     Some(f) => *f += i64::from(a.quantity),
                     None => return Err(format!("order {id}: allocation of unknown line")),
@@ -158,7 +158,7 @@ impl Engine {
                     if !o.backorders.is_empty() {
                         return Err(format!("order {id}: ALLOCATED with backorders"));
                     }
-                    if let Some(at) = o.expire_ms {
+                    if let Some(at) = o.expire_ms() {
                         expected_expiry += 1;
                         if !live_expiry.contains(&(at, *key)) {
                             return Err(format!("order {id}: missing from the expiry index"));
@@ -201,7 +201,7 @@ pub fn live_reservations(st: &State) -> FxHashMap<(SkuId, LocId), i64> {
         if !o.status.is_live() {
             continue;
         }
-        for a in &o.allocations {
+        for a in o.allocations() {
             if let Some(line) = o.lines.get(a.line as usize) {
                 *sums.entry((line.sku, a.loc)).or_insert(0) += i64::from(a.quantity);
             }

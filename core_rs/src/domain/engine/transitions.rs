@@ -46,7 +46,7 @@ impl Engine {
         // Its expiry entry goes stale (see `ExpiryIndex`).
         if let Some(o) = self.state.orders.get_mut(&key) {
             o.status = Status::Confirmed;
-            o.expire_ms = None;
+            o.set_expire_ms(None);
             o.version += 1;
             o.update_ms = now;
         }
@@ -95,7 +95,7 @@ impl Engine {
         let reason = if reason.is_empty() {
             StatusReason::CancelledByClient
         } else {
-            StatusReason::Custom(Box::new(reason.into()))
+            StatusReason::Custom(reason.into())
         };
         self.end_reservation(key, Status::Cancelled, reason, now, sink);
         Ok(())
@@ -130,8 +130,8 @@ impl Engine {
         }
         if let Some(o) = self.state.orders.get_mut(&key) {
             o.status = status;
-            o.status_reason = reason;
-            o.expire_ms = None;
+            o.set_status_reason(reason);
+            o.set_expire_ms(None);
             o.version += 1;
             o.update_ms = now;
         }
@@ -144,9 +144,8 @@ impl Engine {
     pub(super) fn allocations_with_skus(&self, key: OrderKey) -> (Vec<Allocation>, Vec<SkuId>) {
         match self.state.orders.get(&key) {
             Some(o) => (
-                o.allocations.to_vec(),
-                o.allocations
-                    .iter()
+                o.allocations().collect(),
+                o.allocations()
                     .map(|a| o.lines[a.line as usize].sku)
                     .collect(),
             ),
@@ -165,7 +164,7 @@ impl Engine {
                 self.state
                     .orders
                     .get(key)
-                    .is_some_and(|o| o.status == Status::Allocated && o.expire_ms == Some(*at))
+                    .is_some_and(|o| o.status == Status::Allocated && o.expire_ms() == Some(*at))
             })
             .collect();
         due.sort_unstable();
@@ -238,7 +237,7 @@ impl Engine {
             self.touch_order(key);
             let mut complete = false;
             if let Some(o) = self.state.orders.get_mut(&key) {
-                add_allocation(&mut o.allocations, line, loc, take);
+                o.add_allocation(line, loc, take);
                 if let Some(i) = o.backorders.iter().position(|b| b.line == line) {
                     o.backorders[i].quantity -= take;
                     if o.backorders[i].quantity == 0 {
@@ -266,8 +265,8 @@ impl Engine {
                 o.update_ms = now;
                 if o.backorders.is_empty() {
                     o.status = Status::Allocated;
-                    o.expire_ms = Some(now + ttl_ms);
-                    expire_at = o.expire_ms;
+                    expire_at = Some(now + ttl_ms);
+                    o.set_expire_ms(expire_at);
                 }
             }
             if let Some(at) = expire_at {
@@ -276,29 +275,4 @@ impl Engine {
             self.emit_order(key, now, sink);
         }
     }
-}
-
-/// Adds `quantity` of `line` at `loc`: to the existing allocation of that line
-/// and location, else as a new one after the line's others (the list stays
-/// ordered by line index).
-fn add_allocation(allocations: &mut OrderAllocations, line: u32, loc: LocId, quantity: Quantity) {
-    if let Some(a) = allocations
-        .iter_mut()
-        .find(|a| a.line == line && a.loc == loc)
-    {
-        a.quantity += quantity;
-        return;
-    }
-    let at = allocations
-        .iter()
-        .position(|a| a.line > line)
-        .unwrap_or(allocations.len());
-    allocations.insert(
-        at,
-        Allocation {
-            line,
-            loc,
-            quantity,
-        },
-    );
 }
