@@ -846,7 +846,7 @@ fn order_bound(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
     let bound = strings
         + scalars
         + o.lines.len() * line
-        + o.allocations().len() * allocation
+        + o.allocation_count() * allocation
         + o.backorders.len() * backorder;
     if bound <= ORDER_BOUND_LIMIT {
         bound

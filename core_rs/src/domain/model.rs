@@ -157,7 +157,7 @@ impl StatusReason {
 /// The kind of an order's [`StatusReason`], one byte in the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-enum ReasonCode {
+pub(super) enum ReasonCode {
     None,
     InsufficientStock,
     CancelledByClient,
@@ -312,8 +312,8 @@ const _: () = assert!(std::mem::size_of::<OrderText>() == 48);
 ///
 /// - the allocations of an order allocated whole at one location (each line
 ///   its full quantity there, in line order: the usual create) are not
-///   listed but read off the lines (`whole_loc`); others are in a thin
-///   vector, one word and no heap allocation when empty;
+///   listed but read off the lines (`whole_loc`, see [`whole_location`]);
+///   others are in a thin vector, one word and no heap allocation when empty;
 /// - the expire time is a plain `i64` with a flag beside it, not an
 ///   `Option<i64>` (16 bytes);
 /// - the status reason is a one-byte code, plus boxed text for custom ones.
@@ -323,6 +323,9 @@ const _: () = assert!(std::mem::size_of::<OrderText>() == 48);
 /// so the derived equality is equality of meaning.
 ///
 /// `lines` do not change once the order exists: allocations may mirror them.
+/// The packed fields are visible to the domain (not the codec) only so that
+/// `Engine::create` can write a new order's fields straight into its slot;
+/// elsewhere they are changed through the setters, which keep the above.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub key: OrderKey,
@@ -344,16 +347,16 @@ pub struct Order {
     pub queue_seq: u64,
     pub touch: Touch,
     /// The allocations, when not whole (see [`Order::allocations`]).
-    listed: ThinVec<Allocation>,
+    pub(super) listed: ThinVec<Allocation>,
     /// The location of allocations that are whole; meaningful if `whole`.
-    whole_loc: LocId,
-    whole: bool,
+    pub(super) whole_loc: LocId,
+    pub(super) whole: bool,
     /// The expire time; meaningful if `has_expire`, else 0.
-    expire_at: i64,
-    has_expire: bool,
-    reason: ReasonCode,
+    pub(super) expire_at: i64,
+    pub(super) has_expire: bool,
+    pub(super) reason: ReasonCode,
     /// The text of a `Custom` reason (boxed twice: a thin pointer).
-    reason_text: Option<Box<Box<str>>>,
+    pub(super) reason_text: Option<Box<Box<str>>>,
 }
 
 /// Was 304 bytes (allocations and lines in two inline vectors, an
@@ -387,10 +390,18 @@ pub struct OrderInit<'a> {
 }
 
 impl Order {
-    /// Inline: builds every created order, straight into its slot.
-    #[inline(always)]
+    /// An order from its fields in their plain meaning (restore, tests).
+    /// `Engine::create` builds its orders' fields itself: through this
+    /// argument struct, the order was copied on the way to its slot.
     pub fn new(init: OrderInit<'_>) -> Order {
-        let mut order = Order {
+        let list = init.allocations;
+        let (whole_loc, listed) = match whole_location(&init.lines, list) {
+            Some(loc) => (Some(loc), ThinVec::new()),
+            None if list.is_empty() => (None, ThinVec::new()),
+            None => (None, ThinVec::from(list)),
+        };
+        let (reason, reason_text) = stored_reason(init.status_reason);
+        Order {
             key: init.key,
             client: init.client,
             text: init.text,
@@ -406,18 +417,14 @@ impl Order {
             update_ms: init.update_ms,
             queue_seq: init.queue_seq,
             touch: init.touch,
-            listed: ThinVec::new(),
-            whole_loc: 0,
-            whole: false,
-            expire_at: 0,
-            has_expire: false,
-            reason: ReasonCode::None,
-            reason_text: None,
-        };
-        order.set_allocations(init.allocations);
-        order.set_expire_ms(init.expire_ms);
-        order.set_status_reason(init.status_reason);
-        order
+            listed,
+            whole_loc: whole_loc.unwrap_or(0),
+            whole: whole_loc.is_some(),
+            expire_at: init.expire_ms.unwrap_or(0),
+            has_expire: init.expire_ms.is_some(),
+            reason,
+            reason_text,
+        }
     }
 
     pub fn request_id(&self) -> &str {
@@ -456,11 +463,7 @@ impl Order {
 
     #[inline]
     pub fn set_status_reason(&mut self, reason: StatusReason) {
-        self.reason = ReasonCode::of(&reason);
-        self.reason_text = match reason {
-            StatusReason::Custom(text) => Some(Box::new(text)),
-            _ => None,
-        };
+        (self.reason, self.reason_text) = stored_reason(reason);
     }
 
     /// The allocations: by line index, then in the order taken.
@@ -474,6 +477,29 @@ impl Order {
         } else {
             AllocationsRepr::Listed(self.listed.iter())
         })
+    }
+
+    /// Whether the packed fields are in their one representation per
+    /// meaning (see [`Order`]); checked where they are written directly.
+    pub fn is_canonical(&self) -> bool {
+        let allocations = if self.whole {
+            self.listed.is_empty() && !self.lines.is_empty()
+        } else {
+            self.whole_loc == 0 && whole_location(&self.lines, &self.listed).is_none()
+        };
+        allocations
+            && (self.has_expire || self.expire_at == 0)
+            && ((self.reason == ReasonCode::Custom) == self.reason_text.is_some())
+    }
+
+    /// `allocations().len()`, without making the iterator.
+    #[inline]
+    pub fn allocation_count(&self) -> usize {
+        if self.whole {
+            self.lines.len()
+        } else {
+            self.listed.len()
+        }
     }
 
     /// Replaces the allocations (by line index, then in the order taken).
@@ -523,10 +549,20 @@ impl Order {
     }
 }
 
+/// A reason as an order keeps it: its code, and the text of a custom one.
+#[inline]
+fn stored_reason(reason: StatusReason) -> (ReasonCode, Option<Box<Box<str>>>) {
+    let code = ReasonCode::of(&reason);
+    match reason {
+        StatusReason::Custom(text) => (code, Some(Box::new(text))),
+        _ => (code, None),
+    }
+}
+
 /// The location at which `allocations` are whole for `lines`: one per line,
 /// in line order, each the line's full quantity, all at that location.
 #[inline]
-fn whole_location(lines: &[Line], allocations: &[Allocation]) -> Option<LocId> {
+pub(super) fn whole_location(lines: &[Line], allocations: &[Allocation]) -> Option<LocId> {
     let loc = allocations.first()?.loc;
     let whole = allocations.len() == lines.len()
         && allocations
@@ -537,7 +573,9 @@ fn whole_location(lines: &[Line], allocations: &[Allocation]) -> Option<LocId> {
     whole.then_some(loc)
 }
 
-/// The allocations of an order ([`Order::allocations`]), by value.
+/// The allocations of an order ([`Order::allocations`]), by value. (A
+/// struct of both slices, one empty, cost the encoder more; so did writing
+/// whole allocations out into a slice.)
 #[derive(Debug, Clone)]
 pub struct Allocations<'a>(AllocationsRepr<'a>);
 
@@ -572,10 +610,28 @@ impl Iterator for Allocations<'_> {
             AllocationsRepr::Listed(listed) => listed.size_hint(),
         }
     }
+
+    /// One loop per representation, not a branch per allocation (for
+    /// `collect`, `for_each` and the like).
+    #[inline]
+    fn fold<B, F: FnMut(B, Allocation) -> B>(self, init: B, mut f: F) -> B {
+        match self.0 {
+            AllocationsRepr::Whole { loc, lines } => lines.fold(init, |acc, (i, l)| {
+                f(
+                    acc,
+                    Allocation {
+                        line: i as u32,
+                        loc,
+                        quantity: l.quantity,
+                    },
+                )
+            }),
+            AllocationsRepr::Listed(listed) => listed.fold(init, |acc, a| f(acc, *a)),
+        }
+    }
 }
 
 impl ExactSizeIterator for Allocations<'_> {}
-
 pub fn effective_policy(policy: i32) -> i32 {
     if policy == POLICY_UNSPECIFIED {
         POLICY_SINGLE_LOCATION
@@ -1119,7 +1175,7 @@ mod tests {
             let list = whole(&quantities, 9);
             o.set_allocations(&list);
             assert!(o.whole && o.listed.is_empty(), "{n} lines");
-            assert_eq!(o.allocations().len(), n);
+            assert_eq!((o.allocations().len(), o.allocation_count()), (n, n));
             assert_eq!(o.allocations().collect::<Vec<_>>(), list);
             // Not whole: a short quantity, a missing line, two locations.
             let mut short = list.clone();
@@ -1138,7 +1194,7 @@ mod tests {
                 o.set_allocations(&other);
                 assert!(!o.whole && o.whole_loc == 0);
                 assert_eq!(o.allocations().collect::<Vec<_>>(), other);
-                assert_eq!(o.allocations().len(), other.len());
+                assert_eq!(o.allocation_count(), other.len());
             }
             // Back to whole: the list is dropped (one representation).
             o.set_allocations(&list);
@@ -1150,6 +1206,28 @@ mod tests {
             o.set_allocations(&[]);
             assert!(!o.whole && o.allocations().next().is_none());
             assert_eq!(o, order_with_lines(&quantities));
+        }
+    }
+
+    #[test]
+    fn packed_fields_off_their_representation_are_not_canonical() {
+        let mut o = order_with_lines(&[5, 3]);
+        o.set_allocations(&whole(&[5, 3], 1));
+        o.set_expire_ms(Some(9));
+        o.set_status_reason(StatusReason::Custom("x".into()));
+        assert!(o.is_canonical());
+        let mut listed_whole = o.clone();
+        listed_whole.whole = false;
+        listed_whole.whole_loc = 0;
+        listed_whole.listed = ThinVec::from(whole(&[5, 3], 1).as_slice());
+        let mut stale_expire = o.clone();
+        stale_expire.has_expire = false;
+        let mut lost_text = o.clone();
+        lost_text.reason_text = None;
+        let mut whole_without_lines = order(1);
+        whole_without_lines.whole = true;
+        for broken in [listed_whole, stale_expire, lost_text, whole_without_lines] {
+            assert!(!broken.is_canonical(), "{broken:?}");
         }
     }
 
@@ -1196,7 +1274,7 @@ mod tests {
             for (line, loc, quantity) in adds {
                 add_to_list(&mut expected, line, loc, quantity);
                 o.add_allocation(line, loc, quantity);
-                proptest::prop_assert_eq!(o.allocations().len(), expected.len());
+                proptest::prop_assert_eq!(o.allocation_count(), expected.len());
                 proptest::prop_assert_eq!(o.allocations().collect::<Vec<_>>(), expected.clone());
                 let mut same = order_with_lines(&quantities);
                 same.set_allocations(&expected);

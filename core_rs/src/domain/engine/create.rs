@@ -110,7 +110,8 @@ impl Engine {
             return CreateOutcome::Failed(CommandError::region_not_found(req.region));
         };
         let first_line = req.lines.start as usize;
-        let status = self.allocate(region, lines, first_line, effective_policy(req.policy));
+        let (status, whole_at) =
+            self.allocate(region, lines, first_line, effective_policy(req.policy));
         let region_row = self.state.region_row(region).copied();
         let ttl_ms = region_row.map_or(DEFAULT_RESERVATION_TTL_SECONDS * 1000, |r| {
             r.effective_ttl_ms()
@@ -174,37 +175,45 @@ impl Engine {
             }
         }
         // Absent: looked up at the top of this function. Built in its slot.
-        let allocations: &[Allocation] = if status == Status::Rejected {
-            &[]
-        } else {
-            &self.scratch_plan
+        // The order's fields, built here rather than through `Order::new`:
+        // its argument struct was copied on the way (about 60 instructions
+        // per order). The allocations are whole when `allocate` chose one
+        // location; a plan line by line may happen to be whole too (kept
+        // in the one representation of whole allocations, see `Order`).
+        let whole_at = whole_at.or_else(|| whole_location(&order_lines, &self.scratch_plan));
+        let listed = match whole_at {
+            None if !self.scratch_plan.is_empty() => ThinVec::from(self.scratch_plan.as_slice()),
+            _ => ThinVec::new(),
         };
-        let slot = self.state.orders.insert_new_with(key, || {
-            Order::new(OrderInit {
-                key,
-                client: client_id,
-                text,
-                region,
-                lines: order_lines,
-                currency,
-                policy: req.policy,
-                status,
-                version: 1,
-                allocations,
-                backorders,
-                total_minor: total,
-                create_ms: now,
-                update_ms: now,
-                expire_ms,
-                status_reason: if status == Status::Rejected {
-                    StatusReason::InsufficientStock
-                } else {
-                    StatusReason::None
-                },
-                queue_seq,
-                touch,
-            })
+        let slot = self.state.orders.insert_new_with(key, || Order {
+            key,
+            client: client_id,
+            text,
+            region,
+            lines: order_lines,
+            currency,
+            policy: req.policy,
+            status,
+            version: 1,
+            backorders,
+            total_minor: total,
+            create_ms: now,
+            update_ms: now,
+            queue_seq,
+            touch,
+            listed,
+            whole_loc: whole_at.unwrap_or(0),
+            whole: whole_at.is_some(),
+            expire_at: expire_ms.unwrap_or(0),
+            has_expire: expire_ms.is_some(),
+            reason: if status == Status::Rejected {
+                ReasonCode::InsufficientStock
+            } else {
+                ReasonCode::None
+            },
+            reason_text: None,
         });
+        debug_assert!(self.state.orders.at(slot).is_canonical());
         sink.order_event(&self.state, self.state.orders.at(slot), now);
         CreateOutcome::Fresh(key, status)
     }
@@ -246,14 +255,15 @@ impl Engine {
 
     /// Decides the allocation of a new order without changing anything:
     /// leaves the plan in `scratch_plan` (and the shortfalls of a
-    /// BACKORDERED order in `scratch_short`) and returns the status.
+    /// BACKORDERED order in `scratch_short`) and returns the status, with
+    /// the location when the plan is every line whole at one location.
     pub(super) fn allocate(
         &mut self,
         region: RegionId,
         lines: &[LineIn<'_>],
         first_line: usize,
         policy: i32,
-    ) -> Status {
+    ) -> (Status, Option<LocId>) {
         // Interned up front: the order stores its SKUs whatever the outcome.
         let skus = &mut self.scratch_skus;
         skus.clear();
@@ -304,10 +314,10 @@ impl Engine {
                 loc,
                 quantity: to_quantity(l.quantity),
             }));
-            return Status::Allocated;
+            return (Status::Allocated, Some(loc));
         }
         if policy != POLICY_SPLIT && policy != POLICY_BACKORDER {
-            return Status::Rejected;
+            return (Status::Rejected, None);
         }
 
         // 2. Line by line across locations by priority.
@@ -336,14 +346,15 @@ impl Engine {
                 });
             }
         }
-        if self.scratch_short.is_empty() {
+        let status = if self.scratch_short.is_empty() {
             Status::Allocated
         } else if policy == POLICY_BACKORDER {
             Status::Backordered
         } else {
             plan.clear();
             Status::Rejected
-        }
+        };
+        (status, None)
     }
 }
 

@@ -135,6 +135,11 @@ impl Engine {
         }
         for (key, o) in st.orders.iter() {
             let id = format_order_id(*key);
+            if !o.is_canonical() {
+                return Err(format!(
+                    "order {id}: packed fields off their representation"
+                ));
+            }
             let mut filled = vec![0i64; o.lines.len()];
             for a in o.allocations() {
                 match filled.get_mut(a.line as usize) {
