@@ -11,9 +11,16 @@ use super::hash_index::{prefetch, HashIndex};
 /// inline on every identifier of every command.
 #[inline(always)]
 pub fn is_valid_id(value: &str, max_len: usize) -> bool {
+    is_valid_id_bytes(value.as_bytes(), max_len)
+}
+
+/// [`is_valid_id`] on bytes not yet known to be UTF-8: an identifier is
+/// ASCII, so the decoder checks its ids with this instead of a UTF-8 check.
+#[inline(always)]
+pub fn is_valid_id_bytes(value: &[u8], max_len: usize) -> bool {
     // `len - 1 < max_len` is `1 <= len <= max_len` in one compare (an empty
     // value wraps to `usize::MAX`).
-    value.len().wrapping_sub(1) < max_len && is_id(value.as_bytes())
+    value.len().wrapping_sub(1) < max_len && is_id(value)
 }
 
 /// The description of a violated identifier rule, or `None` when `value` is a
