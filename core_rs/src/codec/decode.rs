@@ -11,6 +11,8 @@ use prost::Message;
 use super::pb::orders::engine::v1 as epb;
 use super::pb::orders::v1 as pb;
 use crate::domain::command::{Batch, Command, CommandIn, CreateIn, LineIn, LocationIn, RegionIn};
+use crate::domain::ids::is_valid_id;
+use crate::domain::limits::{MAX_ID_LEN, MAX_REGION_LEN};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError(pub String);
@@ -151,6 +153,7 @@ pub fn from_prost(b: &epb::EngineBatch) -> Batch<'_> {
         };
         batch.commands.push(CommandIn {
             client_id: &c.client_id,
+            client_id_checked: is_valid_id(&c.client_id, MAX_ID_LEN),
             command,
         });
     }
@@ -171,7 +174,17 @@ fn push_create<'a>(lines: &mut Vec<LineIn<'a>>, r: &'a pb::CreateOrderRequest) -
         region: &r.region,
         lines: start..lines.len() as u32,
         policy: r.policy,
+        ids_checked: create_ids_valid(r),
     }
+}
+
+/// [`CreateIn::ids_checked`] of a prost-decoded request: what the fast
+/// path finds while decoding it.
+fn create_ids_valid(r: &pb::CreateOrderRequest) -> bool {
+    is_valid_id(&r.request_id, MAX_ID_LEN)
+        && is_valid_id(&r.customer_id, MAX_ID_LEN)
+        && is_valid_id(&r.region, MAX_REGION_LEN)
+        && r.lines.iter().all(|l| is_valid_id(&l.sku, MAX_ID_LEN))
 }
 
 /// The zero-copy parser. `Err(())` means "let prost decide".
@@ -290,6 +303,14 @@ mod fast {
             utf8(self.bytes()?)
         }
 
+        /// [`Reader::string`] and whether it is a valid identifier of at
+        /// most `max_len` bytes (see [`id_or_utf8`]).
+        #[inline(always)]
+        fn id(&mut self, wire: u8, max_len: usize) -> R<(&'a str, bool)> {
+            expect(wire, LEN)?;
+            id_or_utf8(self.bytes()?, max_len)
+        }
+
         #[inline(always)]
         fn i64(&mut self, wire: u8) -> R<i64> {
             expect(wire, VARINT)?;
@@ -368,6 +389,30 @@ mod fast {
         }
     }
 
+    /// `bytes` as a `str`, and whether it is a valid identifier of at most
+    /// `max_len` bytes. Nearly every string the decoder checks this way is
+    /// one, and an identifier is ASCII: one identifier check replaces both
+    /// the UTF-8 check here and the identifier check of validation (see
+    /// [`CreateIn::ids_checked`]).
+    #[inline(always)]
+    pub(super) fn id_or_utf8(bytes: &[u8], max_len: usize) -> R<(&str, bool)> {
+        if crate::domain::ids::is_valid_id_bytes(bytes, max_len) {
+            // SAFETY: identifier bytes are all in [A-Za-z0-9._:-], ASCII,
+            // and a sequence of ASCII bytes is valid UTF-8.
+            Ok((unsafe { std::str::from_utf8_unchecked(bytes) }, true))
+        } else {
+            not_an_id(bytes)
+        }
+    }
+
+    /// [`id_or_utf8`] for a string that is not an identifier (rare: out
+    /// of line).
+    #[cold]
+    #[inline(never)]
+    fn not_an_id(bytes: &[u8]) -> R<(&str, bool)> {
+        utf8(bytes).map(|s| (s, false))
+    }
+
     fn expect(wire: u8, want: u8) -> R<()> {
         if wire == want {
             Ok(())
@@ -414,9 +459,9 @@ mod fast {
         const CLIENT_ID: u32 = tag(1, LEN);
         const CREATE_ORDER: u32 = tag(10, LEN);
         // A client id with a longer length is left to the general command.
-        let (client_id, rest) = match short_len_field(bytes, CLIENT_ID as u8) {
-            Some((client_id, rest)) => (utf8(client_id)?, rest),
-            None => ("", bytes),
+        let ((client_id, client_id_checked), rest) = match short_len_field(bytes, CLIENT_ID as u8) {
+            Some((client_id, rest)) => (id_or_utf8(client_id, MAX_ID_LEN)?, rest),
+            None => (("", false), bytes),
         };
         let mut m = Reader::new(rest);
         if m.next_byte() != CREATE_ORDER {
@@ -434,6 +479,7 @@ mod fast {
         let lines = batch.lines.len() as u32;
         batch.commands.push(CommandIn {
             client_id,
+            client_id_checked,
             command: Command::Create(empty_create(lines)),
         });
         if let Some(CommandIn {
@@ -450,12 +496,12 @@ mod fast {
     }
 
     fn command<'a>(r: &mut Reader<'a>, batch: &mut Batch<'a>) -> R<CommandIn<'a>> {
-        let mut client_id = "";
+        let (mut client_id, mut client_id_checked) = ("", false);
         let mut command: Option<Command<'a>> = None;
         while !r.done() {
             let (field, wire) = r.key()?;
             if field == 1 {
-                client_id = r.string(wire)?;
+                (client_id, client_id_checked) = r.id(wire, MAX_ID_LEN)?;
                 continue;
             }
             let parsed = match field {
@@ -610,6 +656,7 @@ mod fast {
         }
         Ok(CommandIn {
             client_id,
+            client_id_checked,
             command: command.unwrap_or(Command::Missing),
         })
     }
@@ -687,6 +734,7 @@ mod fast {
             region: "",
             lines: start..start,
             policy: 0,
+            ids_checked: false,
         }
     }
 
@@ -705,34 +753,48 @@ mod fast {
         let mut m = Reader::new(bytes);
         let mut c = empty_create(lines.len() as u32);
         let mut tag;
+        // Whether every id so far is a valid one (a missing one is not).
+        let mut ids_valid;
         if let Some(head) = usual_head(bytes) {
-            c.request_id = utf8(head.request_id)?;
-            c.customer_id = utf8(head.customer_id)?;
-            c.region = utf8(head.region)?;
+            let (request_id, request_id_valid) = id_or_utf8(head.request_id, MAX_ID_LEN)?;
+            let (customer_id, customer_id_valid) = id_or_utf8(head.customer_id, MAX_ID_LEN)?;
+            let (region, region_valid) = id_or_utf8(head.region, MAX_REGION_LEN)?;
+            (c.request_id, c.customer_id, c.region) = (request_id, customer_id, region);
+            ids_valid = request_id_valid & customer_id_valid & region_valid;
             m.pos = bytes.len() - head.rest.len();
             tag = m.next_byte();
         } else {
+            let (mut request_id_valid, mut customer_id_valid, mut region_valid) =
+                (false, false, false);
             tag = m.next_byte();
             if tag == REQUEST_ID {
-                c.request_id = utf8(m.bytes()?)?;
+                (c.request_id, request_id_valid) = id_or_utf8(m.bytes()?, MAX_ID_LEN)?;
                 tag = m.next_byte();
             }
             if tag == CUSTOMER_ID {
-                c.customer_id = utf8(m.bytes()?)?;
+                (c.customer_id, customer_id_valid) = id_or_utf8(m.bytes()?, MAX_ID_LEN)?;
                 tag = m.next_byte();
             }
             if tag == REGION {
-                c.region = utf8(m.bytes()?)?;
+                (c.region, region_valid) = id_or_utf8(m.bytes()?, MAX_REGION_LEN)?;
                 tag = m.next_byte();
             }
+            ids_valid = request_id_valid & customer_id_valid & region_valid;
         }
         while tag == LINE {
             let bytes = m.bytes()?;
             // Two pushes, so that the straight-line parse's fields go into
             // the vector from registers rather than through a merged result.
             match line_in_order(bytes) {
-                Ok(line) => lines.push(line),
-                Err(()) => lines.push(line_any_order(bytes)?),
+                Ok((line, sku_valid)) => {
+                    lines.push(line);
+                    ids_valid &= sku_valid;
+                }
+                Err(()) => {
+                    let (line, sku_valid) = line_any_order(bytes)?;
+                    lines.push(line);
+                    ids_valid &= sku_valid;
+                }
             }
             tag = m.next_byte();
         }
@@ -744,6 +806,7 @@ mod fast {
             return Err(());
         }
         c.lines.end = lines.len() as u32;
+        c.ids_checked = ids_valid;
         Ok(c)
     }
 
@@ -798,17 +861,25 @@ mod fast {
     ) -> R<CreateIn<'a>> {
         let mut m = Reader::new(bytes);
         let mut c = empty_create(lines.len() as u32);
+        // Per field, whether its value (the last one) is a valid id.
+        let (mut request_id_valid, mut customer_id_valid, mut region_valid) = (false, false, false);
+        let mut skus_valid = true;
         while !m.done() {
             match m.tag()? {
-                REQUEST_ID => c.request_id = utf8(m.bytes()?)?,
-                CUSTOMER_ID => c.customer_id = utf8(m.bytes()?)?,
-                REGION => c.region = utf8(m.bytes()?)?,
-                LINE => lines.push(line_any_order(m.bytes()?)?),
+                REQUEST_ID => (c.request_id, request_id_valid) = m.id(LEN, MAX_ID_LEN)?,
+                CUSTOMER_ID => (c.customer_id, customer_id_valid) = m.id(LEN, MAX_ID_LEN)?,
+                REGION => (c.region, region_valid) = m.id(LEN, MAX_REGION_LEN)?,
+                LINE => {
+                    let (line, sku_valid) = line_any_order(m.bytes()?)?;
+                    lines.push(line);
+                    skus_valid &= sku_valid;
+                }
                 POLICY => c.policy = m.varint()? as i32,
                 other => m.unexpected(other, 5)?,
             }
         }
         c.lines.end = lines.len() as u32;
+        c.ids_checked = request_id_valid & customer_id_valid & region_valid & skus_valid;
         Ok(c)
     }
 
@@ -833,8 +904,10 @@ mod fast {
     /// same fields up to there and then the currency. (If they only look
     /// like one, the fields before them do not parse to that end and the
     /// general loop decides.)
+    ///
+    /// With the line, whether its SKU is a valid id (see [`id_or_utf8`]).
     #[inline(always)]
-    pub(super) fn line_in_order(bytes: &[u8]) -> R<LineIn<'_>> {
+    pub(super) fn line_in_order(bytes: &[u8]) -> R<(LineIn<'_>, bool)> {
         let mut line = EMPTY_LINE;
         let mut body = bytes;
         if let [head @ .., tag, len, c0, c1, c2] = bytes {
@@ -850,8 +923,9 @@ mod fast {
         }
         let mut l = Reader::new(body);
         let mut tag = l.next_byte();
+        let mut sku_valid = false;
         if tag == SKU {
-            line.sku = utf8(l.bytes()?)?;
+            (line.sku, sku_valid) = id_or_utf8(l.bytes()?, MAX_ID_LEN)?;
             tag = l.next_byte();
         }
         if tag == QUANTITY {
@@ -871,7 +945,7 @@ mod fast {
         if tag != END {
             return Err(());
         }
-        Ok(line)
+        Ok((line, sku_valid))
     }
 
     /// The usual fields of a line before its currency, matched as a whole:
@@ -881,7 +955,7 @@ mod fast {
     /// `body` is not exactly that; `Some` holds the answer of the
     /// sequential parse, which reads the same three fields.
     #[inline(always)]
-    fn sku_and_amounts<'a>(body: &'a [u8], mut line: LineIn<'a>) -> Option<R<LineIn<'a>>> {
+    fn sku_and_amounts<'a>(body: &'a [u8], mut line: LineIn<'a>) -> Option<R<(LineIn<'a>, bool)>> {
         const QUANTITY_TAG: u8 = QUANTITY as u8;
         const PRICE_TAG: u8 = UNIT_PRICE_MINOR as u8;
         let (sku, amounts) = short_len_field(body, SKU as u8)?;
@@ -892,11 +966,11 @@ mod fast {
             return None;
         }
         let price = short_varint(price)?;
-        Some(utf8(sku).map(|sku| {
+        Some(id_or_utf8(sku, MAX_ID_LEN).map(|(sku, sku_valid)| {
             line.sku = sku;
             line.quantity = i64::from(quantity);
             line.unit_price_minor = price as i64;
-            line
+            (line, sku_valid)
         }))
     }
 
@@ -928,19 +1002,20 @@ mod fast {
 
     /// [`create_any_order`] for an OrderLine.
     #[inline(never)]
-    pub(super) fn line_any_order(bytes: &[u8]) -> R<LineIn<'_>> {
+    pub(super) fn line_any_order(bytes: &[u8]) -> R<(LineIn<'_>, bool)> {
         let mut l = Reader::new(bytes);
         let mut line = EMPTY_LINE;
+        let mut sku_valid = false;
         while !l.done() {
             match l.tag()? {
-                SKU => line.sku = utf8(l.bytes()?)?,
+                SKU => (line.sku, sku_valid) = l.id(LEN, MAX_ID_LEN)?,
                 QUANTITY => line.quantity = l.varint()? as i64,
                 UNIT_PRICE_MINOR => line.unit_price_minor = l.varint()? as i64,
                 CURRENCY => line.currency = utf8(l.bytes()?)?,
                 other => l.unexpected(other, 4)?,
             }
         }
-        Ok(line)
+        Ok((line, sku_valid))
     }
 }
 
@@ -1168,6 +1243,105 @@ mod tests {
             let mut storage = None;
             let ours = super::decode_batch(&batch, &mut storage);
             prop_assert_eq!(ours, Ok(super::from_prost(&prost)));
+        }
+    }
+
+    /// Strings around the identifier rules: valid ids, empty, too long
+    /// for a region or for any id, a byte outside the charset, non-ASCII.
+    fn arb_id_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            20 => "[a-z0-9._:-]{1,16}",
+            2 => "[A-Z0-9]{17,40}",
+            1 => Just(String::new()),
+            1 => "[a-z]{31,33}",
+            1 => "[a-z]{63,66}",
+            1 => "[a-c]{0,4}[ /@#é€][a-c]{0,12}",
+            1 => "\\PC{1,6}",
+        ]
+    }
+
+    fn arb_id_like_create() -> impl Strategy<Value = pb::CreateOrderRequest> {
+        (
+            arb_id_like(),
+            arb_id_like(),
+            arb_id_like(),
+            prop::collection::vec(
+                (arb_id_like(), 1i64..50, 0i64..3_000_000).prop_map(
+                    |(sku, quantity, unit_price_minor)| pb::OrderLine {
+                        sku,
+                        quantity,
+                        unit_price_minor,
+                        currency: "EUR".to_owned(),
+                    },
+                ),
+                0..5,
+            ),
+        )
+            .prop_map(
+                |(request_id, customer_id, region, lines)| pb::CreateOrderRequest {
+                    request_id,
+                    customer_id,
+                    region,
+                    lines,
+                    policy: 1,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// The decoder's "ids checked" flags are set exactly when the ids
+        /// are valid, on every path: the straight-line parse, the general
+        /// loop (fields reordered) and a batch create's items.
+        #[test]
+        fn ids_checked_exactly_when_the_ids_are_valid(
+            c in arb_id_like_create(),
+            client_id in arb_id_like(),
+            reversed in any::<bool>(),
+        ) {
+            use crate::domain::command::Command;
+            use crate::domain::ids::is_valid_id;
+            use crate::domain::limits::{MAX_ID_LEN, MAX_REGION_LEN};
+            let ids_valid = is_valid_id(&c.request_id, MAX_ID_LEN)
+                && is_valid_id(&c.customer_id, MAX_ID_LEN)
+                && is_valid_id(&c.region, MAX_REGION_LEN)
+                && c.lines.iter().all(|l| is_valid_id(&l.sku, MAX_ID_LEN));
+            let mut request = c.encode_to_vec();
+            if reversed {
+                let mut fields = fields(&request);
+                fields.reverse();
+                request = fields.concat();
+            }
+            let client = if client_id.is_empty() {
+                Vec::new()
+            } else {
+                len_field(0x0a, client_id.as_bytes())
+            };
+            let create = [client.clone(), len_field(0x52, &request)].concat();
+            let batch_create = [client, len_field(0x5a, &len_field(0x0a, &request))].concat();
+            let batch = [len_field(0x12, &create), len_field(0x12, &batch_create)].concat();
+            let decoded = super::fast::batch(&batch);
+            prop_assert!(decoded.is_ok(), "the fast path decodes it");
+            let decoded = decoded.unwrap();
+            let client_valid = is_valid_id(&client_id, MAX_ID_LEN);
+            prop_assert_eq!(decoded.commands.len(), 2);
+            for command in &decoded.commands {
+                prop_assert_eq!(command.client_id, client_id.as_str());
+                prop_assert_eq!(command.client_id_checked, client_valid);
+            }
+            match &decoded.commands[0].command {
+                Command::Create(req) => {
+                    prop_assert_eq!(req.request_id, c.request_id.as_str());
+                    prop_assert_eq!(req.ids_checked, ids_valid);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+            prop_assert_eq!(decoded.creates.len(), 1);
+            prop_assert_eq!(decoded.creates[0].ids_checked, ids_valid);
+            // And prost's path (the fallback) agrees.
+            let prost = super::epb::EngineBatch::decode(batch.as_slice()).unwrap();
+            prop_assert_eq!(&decoded, &super::from_prost(&prost));
         }
     }
 

@@ -19,6 +19,13 @@ pub struct CreateIn<'a> {
     /// Indexes into [`Batch::lines`].
     pub lines: Range<u32>,
     pub policy: i32,
+    /// True when the decoder found `request_id`, `customer_id` and every
+    /// line's SKU valid identifiers of at most `MAX_ID_LEN` bytes and
+    /// `region` one of at most `MAX_REGION_LEN` (it checks them instead of
+    /// checking that they are UTF-8, for less than both checks cost), so
+    /// that validation need not check them again. False says nothing:
+    /// validation then checks them.
+    pub ids_checked: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +87,9 @@ pub enum Command<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandIn<'a> {
     pub client_id: &'a str,
+    /// True when the decoder found `client_id` a valid identifier of at
+    /// most `MAX_ID_LEN` bytes (see [`CreateIn::ids_checked`]).
+    pub client_id_checked: bool,
     pub command: Command<'a>,
 }
 

@@ -11,9 +11,22 @@ use super::hash_index::{prefetch, HashIndex};
 /// inline on every identifier of every command.
 #[inline(always)]
 pub fn is_valid_id(value: &str, max_len: usize) -> bool {
+    is_valid_id_bytes(value.as_bytes(), max_len)
+}
+
+/// [`is_valid_id`] on bytes not yet known to be UTF-8: an identifier is
+/// ASCII, so the decoder checks its ids with this instead of a UTF-8 check.
+#[inline(always)]
+pub fn is_valid_id_bytes(value: &[u8], max_len: usize) -> bool {
+    // Ids of 8 to 16 bytes (most of them) first, in one range check; the
+    // limits are constants of 16 or more, so that test folds away.
+    #[cfg(target_arch = "x86_64")]
+    if max_len >= 16 && (8..=16).contains(&value.len()) {
+        return is_id_16(words(value));
+    }
     // `len - 1 < max_len` is `1 <= len <= max_len` in one compare (an empty
     // value wraps to `usize::MAX`).
-    value.len().wrapping_sub(1) < max_len && is_id(value.as_bytes())
+    value.len().wrapping_sub(1) < max_len && is_id(value)
 }
 
 /// The description of a violated identifier rule, or `None` when `value` is a
@@ -679,6 +692,17 @@ mod tests {
             bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)
         ) {
             proptest::prop_assert_eq!(is_id(&bytes), bytes.iter().all(|&b| is_id_byte(b)));
+        }
+
+        /// The decoder's check, on bytes that need not be UTF-8.
+        #[test]
+        fn is_valid_id_bytes_is_length_and_charset(
+            bytes in id_like_bytes(),
+            max_len in proptest::prop_oneof![0usize..70, proptest::strategy::Just(16usize)],
+        ) {
+            let expected = (1..=max_len).contains(&bytes.len())
+                && bytes.iter().all(|&b| is_id_byte(b));
+            proptest::prop_assert_eq!(is_valid_id_bytes(&bytes, max_len), expected);
         }
 
         #[test]

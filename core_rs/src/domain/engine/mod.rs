@@ -714,7 +714,7 @@ impl Engine {
         if command.command == Command::Malformed {
             // Nothing inside can be trusted, the client id included.
             v.add("request", "is not a valid protobuf message");
-        } else {
+        } else if !command.client_id_checked {
             v.id("client_id", client, MAX_ID_LEN);
         }
         let result = match &command.command {
