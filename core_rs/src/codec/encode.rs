@@ -175,6 +175,91 @@ impl TimestampMemo {
     }
 }
 
+/// What fields 13 to 16 of an encoded order (create, update and expiry
+/// time, status reason) depend on. Orders created in one batch mostly
+/// share them: the same instants, the usual reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TailKey {
+    /// The status reason, unless it is a custom one (never memoised: a
+    /// fixed-size key cannot tell them apart).
+    reason: u8,
+    create_ms: i64,
+    update_ms: i64,
+    expire_ms: Option<i64>,
+}
+
+impl TailKey {
+    /// `None` for an order whose tail is not memoised.
+    #[inline(always)]
+    fn of(o: &Order) -> Option<TailKey> {
+        let reason = o.fixed_reason_code()?;
+        Some(TailKey {
+            reason,
+            create_ms: o.create_ms,
+            update_ms: o.update_ms,
+            expire_ms: o.expire_ms(),
+        })
+    }
+}
+
+/// Most bytes of a memoised tail: three timestamps of a recent instant
+/// (at most 13 bytes each) and the longest fixed reason (21).
+const TAIL_BLOCK: usize = 64;
+
+/// The encoding of fields 13 to 16 of the last order written, by their
+/// [`TailKey`]: copied as one block, it replaces three timestamp lookups
+/// and a reason (and their length checks) per order.
+#[derive(Debug, Clone)]
+struct TailMemo {
+    key: Option<TailKey>,
+    /// Bytes `..len` of `block` are the fields; the rest is padding, copied
+    /// along and then overwritten (or left in the slack).
+    len: usize,
+    block: [u8; TAIL_BLOCK],
+}
+
+impl Default for TailMemo {
+    fn default() -> Self {
+        Self {
+            key: None,
+            len: 0,
+            block: [0; TAIL_BLOCK],
+        }
+    }
+}
+
+impl TailMemo {
+    /// Writes the memoised tail if `key` is memoised and the cursor's
+    /// region has room for the whole block; says whether it did.
+    #[inline(always)]
+    fn copy_to(&self, c: &mut Cursor<'_>, key: &Option<TailKey>) -> bool {
+        if key.is_none() || self.key != *key {
+            return false;
+        }
+        let at = c.pos;
+        match c.buf.get_mut(at..at + TAIL_BLOCK) {
+            Some(out) => {
+                out.copy_from_slice(&self.block);
+                c.pos = at + self.len;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps `fields`, the tail written for `key`, if it fits the block.
+    #[inline(never)]
+    fn remember(&mut self, key: Option<TailKey>, fields: &[u8]) {
+        if key.is_some() && fields.len() <= TAIL_BLOCK {
+            self.key = key;
+            self.len = fields.len();
+            self.block[..fields.len()].copy_from_slice(fields);
+        } else {
+            self.key = None;
+        }
+    }
+}
+
 /// Writes protobuf fields into a region reserved in advance for what
 /// follows (see [`append_bounded`]): a byte is a plain store and the
 /// position stays in a register, where `Vec::push` checks the capacity
@@ -448,6 +533,18 @@ impl Cursor<'_> {
                 store_short(out, 2, v);
             }
             self.pos = at + 2 + n;
+        } else if key < 1 << 14 && n < 1 << 7 {
+            // A two-byte key (fields 16 to 2047: the reason and client of
+            // an order), as above.
+            let at = self.pos;
+            let out = &mut self.buf[at..at + n + 8];
+            let head = (key & 0x7f | 0x80) | (key >> 7) << 8 | (n as u64) << 16;
+            // SAFETY: both stores end within `n + 8` bytes, the length of `out`.
+            unsafe {
+                store_word(out, 0, head);
+                store_short(out, 3, v);
+            }
+            self.pos = at + 3 + n;
         } else {
             self.header(field, n);
             self.raw(v);
@@ -685,7 +782,13 @@ pub struct OrderOffsets {
 
 /// Appends `orders.v1.Order` for `o` to `buf`.
 pub fn write_order(buf: &mut Vec<u8>, st: &State, o: &Order) -> OrderOffsets {
-    write_order_memo(buf, st, o, &mut TimestampMemo::default())
+    write_order_memo(
+        buf,
+        st,
+        o,
+        &mut TimestampMemo::default(),
+        &mut TailMemo::default(),
+    )
 }
 
 fn write_order_memo(
@@ -693,10 +796,11 @@ fn write_order_memo(
     st: &State,
     o: &Order,
     times: &mut TimestampMemo,
+    tail: &mut TailMemo,
 ) -> OrderOffsets {
     let id = order_id(o.key);
     let max = order_bound(st, o, times);
-    append_bounded(buf, max, |c| write_order_fields(c, st, o, &id, times))
+    append_bounded(buf, max, |c| write_order_fields(c, st, o, &id, times, tail))
 }
 
 /// The SKU of line `line` of `o` ("" for an index out of range).
@@ -855,6 +959,10 @@ fn order_bound(st: &State, o: &Order, times: &mut TimestampMemo) -> usize {
     }
 }
 
+/// How many lines' SKU names [`write_order_fields`] keeps for the
+/// allocations and backorders (orders have 1 to 5 lines, usually).
+const CACHED_LINE_SKUS: usize = 8;
+
 /// Writes the fields of `orders.v1.Order` for `o` (`id` is its formatted
 /// order id); the offsets are relative to where the order starts. The
 /// embedded lines, allocations and backorders get their lengths once
@@ -865,6 +973,7 @@ fn write_order_fields(
     o: &Order,
     id: &[u8; ORDER_ID_LEN],
     times: &mut TimestampMemo,
+    tail: &mut TailMemo,
 ) -> OrderOffsets {
     // Works on a local cursor: through `out`, any store into the buffer
     // might (as far as the compiler knows) change the cursor itself, which
@@ -892,8 +1001,15 @@ fn write_order_fields(
         ])) | u64::from(currency[2]) << 32,
         5,
     );
-    for line in &o.lines {
+    // The SKU names of the first lines, for the allocations and backorders
+    // that refer to them (by line index): one interner lookup per line,
+    // not one more per allocation and backorder. Lines not reached stay "".
+    let mut line_skus: [&[u8]; CACHED_LINE_SKUS] = [&[]; CACHED_LINE_SKUS];
+    for (i, line) in o.lines.iter().enumerate() {
         let sku = st.skus.name(line.sku).as_bytes();
+        if let Some(cached) = line_skus.get_mut(i) {
+            *cached = sku;
+        }
         let (q, p) = (line.quantity as u64, line.unit_price_minor as u64);
         if q < 1 << 21 && p < 1 << 21 && (1..128 - 2 - 13).contains(&sku.len()) {
             // The usual line: its size is known before it is written (a
@@ -927,8 +1043,13 @@ fn write_order_fields(
         c.int(7, o.status as i64);
         c.int(8, o.version);
     }
+    // The SKU of line `line`, as `line_sku` finds it.
+    let sku_of = |line: u32| match line_skus.get(line as usize) {
+        Some(&sku) => sku,
+        None => line_sku(st, o, line),
+    };
     for a in o.allocations() {
-        let sku = line_sku(st, o, a.line);
+        let sku = sku_of(a.line);
         let loc = st.locations.name(a.loc).as_bytes();
         let (line, q) = (u64::from(a.line), a.quantity as u64);
         let names = sku.len() + loc.len();
@@ -959,7 +1080,7 @@ fn write_order_fields(
         c.close(at, width);
     }
     for b in &o.backorders {
-        let sku = line_sku(st, o, b.line);
+        let sku = sku_of(b.line);
         let (line, q) = (u64::from(b.line), b.quantity as u64);
         if line < 1 << 21 && q < 1 << 21 && (1..SHORT_BACKORDER_SKU).contains(&sku.len()) {
             // As the usual allocation above, without a location.
@@ -988,12 +1109,17 @@ fn write_order_fields(
         c.int(11, o.total_minor);
         c.bytes(12, currency);
     }
-    c.timestamp(13, times.get(o.create_ms));
-    c.timestamp(14, times.get(o.update_ms));
-    if let Some(at) = o.expire_ms() {
-        c.timestamp(15, times.get(at));
+    let key = TailKey::of(o);
+    if !tail.copy_to(c, &key) {
+        let tail_at = c.pos;
+        c.timestamp(13, times.get(o.create_ms));
+        c.timestamp(14, times.get(o.update_ms));
+        if let Some(at) = o.expire_ms() {
+            c.timestamp(15, times.get(at));
+        }
+        c.bytes(16, o.status_reason().as_bytes());
+        tail.remember(key, &c.buf[tail_at..c.pos]);
     }
-    c.bytes(16, o.status_reason().as_bytes());
     c.bytes(17, st.clients.name(o.client).as_bytes());
     *out = cursor;
     OrderOffsets {
@@ -1318,6 +1444,7 @@ pub struct ResultWriter {
     /// The order carried by the current command's first order event.
     command_order: Option<Range<usize>>,
     times: TimestampMemo,
+    tail: TailMemo,
     /// The initialized bytes of `out.arena`'s allocation.
     arena_initialized: Initialized,
 }
@@ -1386,7 +1513,7 @@ impl ResultWriter {
 
     fn encode_order_row(&mut self, st: &State, o: &Order) -> OrderRowRec {
         let start = self.out.arena.len();
-        let offsets = write_order_memo(&mut self.out.arena, st, o, &mut self.times);
+        let offsets = write_order_memo(&mut self.out.arena, st, o, &mut self.times, &mut self.tail);
         let len = self.out.arena.len() - start;
         self.order_row(o, start, len, offsets)
     }
@@ -1431,7 +1558,7 @@ impl ResultWriter {
                 if let Some(o) = st.orders.get(key) {
                     // The order is written in place (see `order_event`).
                     let id = order_id(o.key);
-                    let times = &mut self.times;
+                    let (times, tail) = (&mut self.times, &mut self.tail);
                     let order_max = order_bound(st, o, times);
                     let order_width = varint_len(order_max as u64);
                     let item_max = bytes_max(1, request_id.len()) + bytes_max(2, order_max);
@@ -1441,7 +1568,7 @@ impl ResultWriter {
                         let item_at = c.open(1, item_width);
                         c.bytes(1, request_id);
                         let order_at = c.open(2, order_width);
-                        write_order_fields(c, st, o, &id, times);
+                        write_order_fields(c, st, o, &id, times, tail);
                         c.close(order_at, order_width);
                         c.close(item_at, item_width);
                     });
@@ -1476,7 +1603,7 @@ impl Sink for ResultWriter {
         let digits = decimal_len(o.version.unsigned_abs());
         let id_len = ORDER_ID_LEN + 1 + digits;
 
-        let times = &mut self.times;
+        let (times, tail) = (&mut self.times, &mut self.tail);
         let order_max = order_bound(st, o, times);
         let order_width = varint_len(order_max as u64);
         let status = o.status as i64;
@@ -1490,7 +1617,7 @@ impl Sink for ResultWriter {
                 c.event_id(&id, o.version, digits);
                 c.int(2, status);
                 let prefix_at = c.open(3, order_width);
-                let offsets = write_order_fields(c, st, o, &id, times);
+                let offsets = write_order_fields(c, st, o, &id, times, tail);
                 let order_at = c.close(prefix_at, order_width);
                 let order_len = c.pos - order_at;
                 c.timestamp(4, times.get(now_ms));
@@ -2050,6 +2177,49 @@ mod tests {
 
     use proptest::prelude::prop_oneof;
 
+    /// The OrderEvent of `o` at `now`, from [`reference_order`].
+    fn reference_event(st: &State, o: &Order, now: i64) -> Vec<u8> {
+        let mut id = [0u8; ORDER_ID_LEN];
+        write_order_id(o.key, &mut id);
+        let event_id = format!("{}:{}", std::str::from_utf8(&id).unwrap(), o.version);
+        let mut event = Vec::new();
+        put_bytes(&mut event, 1, event_id.as_bytes());
+        put_int(&mut event, 2, o.status as i64);
+        put_message(&mut event, 3, &reference_order(st, o));
+        event.extend(timestamp_field(4, now));
+        event
+    }
+
+    #[test]
+    fn a_memoised_tail_is_not_copied_into_a_region_without_room_for_its_block() {
+        let key = TailKey::of(&order(&state(&[], &[]), 0, "c", ""));
+        let mut memo = TailMemo::default();
+        memo.remember(key, &[1, 2, 3]);
+        for room in [0, 1, TAIL_BLOCK - 1, TAIL_BLOCK, TAIL_BLOCK + 1] {
+            let mut buf = vec![0u8; room];
+            let mut c = Cursor {
+                buf: &mut buf,
+                pos: 0,
+            };
+            let copied = memo.copy_to(&mut c, &key);
+            assert_eq!(copied, room >= TAIL_BLOCK, "{room}");
+            assert_eq!(c.pos, if copied { 3 } else { 0 }, "{room}");
+        }
+        // Another key, or none, is not copied even with room.
+        let mut buf = vec![0u8; 2 * TAIL_BLOCK];
+        let mut c = Cursor {
+            buf: &mut buf,
+            pos: 0,
+        };
+        let mut other = key.unwrap();
+        other.update_ms += 1;
+        assert!(!memo.copy_to(&mut c, &Some(other)));
+        assert!(!memo.copy_to(&mut c, &None));
+        // A tail longer than the block is forgotten, not kept.
+        memo.remember(key, &[7; TAIL_BLOCK + 1]);
+        assert!(!memo.copy_to(&mut c, &key));
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
 
@@ -2103,6 +2273,67 @@ mod tests {
             o.version = version;
             o.total_minor = total;
             check_order(&mut st, o);
+        }
+
+        /// Orders written one after another by one writer, whose tails
+        /// (times, status reason) repeat or change, and whose clients
+        /// and sizes vary: memoised tails (copied) and written ones match
+        /// the straightforward encoding, in the events and in the items.
+        #[test]
+        fn memoised_order_tails_match_the_straightforward_encoding(
+            // Few instants, so that consecutive orders often share them.
+            orders in proptest::collection::vec(
+                (0usize..2, 0usize..2, 0usize..3, 0usize..6, 0u32..3, 0usize..4),
+                1..16,
+            ),
+        ) {
+            let instants = [1_700_000_000_000i64, -5];
+            let skus: Vec<String> = (0..4).map(|i| format!("sku-{i}")).collect();
+            let mut st = state(&skus, &["loc-a".to_owned(), "loc-b".to_owned()]);
+            st.clients.intern("client-b");
+            st.clients.intern(&"k".repeat(130));
+            let now = 1_700_000_000_999;
+            let mut w = ResultWriter::new();
+            let mut expected = Vec::new();
+            let mut keys = Vec::new();
+            for (i, &(create, update, expire, reason, client, lines)) in orders.iter().enumerate() {
+                let mut o = order(&st, lines, "cust", "");
+                o.key = i as u128 + 1;
+                o.create_ms = instants[create];
+                o.update_ms = instants[update];
+                o.set_expire_ms(expire.checked_sub(1).map(|e| instants[e]));
+                o.set_status_reason(match reason {
+                    0 => StatusReason::None,
+                    1 => StatusReason::InsufficientStock,
+                    2 => StatusReason::CancelledByClient,
+                    3 => StatusReason::ReservationExpired,
+                    4 => StatusReason::Custom("x".into()),
+                    _ => StatusReason::Custom("r".repeat(200).into()),
+                });
+                o.client = client;
+                expected.push((reference_event(&st, &o, now), reference_order(&st, &o)));
+                keys.push(o.key);
+                st.orders.insert(o.key, o);
+                w.order_event(&st, st.orders.get(&(i as u128 + 1)).unwrap(), now);
+            }
+            let items: Vec<ItemResult<'_>> = keys
+                .iter()
+                .map(|&key| ItemResult {
+                    request_id: st.orders.get(&key).unwrap().request_id(),
+                    result: Ok(key),
+                })
+                .collect();
+            w.write_batch_create(&st, &items);
+            let out = w.finish(1);
+            let mut batch = Vec::new();
+            for (i, (event, order)) in expected.iter().enumerate() {
+                proptest::prop_assert_eq!(out.bytes(&out.events[i].payload), &event[..], "event {}", i);
+                let mut item = Vec::new();
+                put_bytes(&mut item, 1, b"req-1");
+                put_message(&mut item, 2, order);
+                put_message(&mut batch, 1, &item);
+            }
+            proptest::prop_assert_eq!(out.bytes(&out.responses[0].payload), &batch[..]);
         }
     }
 

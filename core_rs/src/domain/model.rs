@@ -461,6 +461,13 @@ impl Order {
         }
     }
 
+    /// The status reason as a one-byte code when it is one of the fixed
+    /// reasons, `None` for a custom text (the encoder memoises by it).
+    #[inline]
+    pub fn fixed_reason_code(&self) -> Option<u8> {
+        (self.reason != ReasonCode::Custom).then_some(self.reason as u8)
+    }
+
     #[inline]
     pub fn set_status_reason(&mut self, reason: StatusReason) {
         (self.reason, self.reason_text) = stored_reason(reason);
