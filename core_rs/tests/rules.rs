@@ -747,6 +747,39 @@ fn all_or_nothing_after_earlier_commands_of_the_same_batch() {
 }
 
 #[test]
+fn changed_stock_rows_name_their_sku_and_location() {
+    // Names of several lengths (the encoder copies short names with small
+    // loads and longer ones whole), in one batch, with the rows' texts
+    // packed together in the output arena.
+    let long_sku = "sku-".to_string() + &"l".repeat(40);
+    let long_loc = "warehouse-".to_string() + &"w".repeat(30);
+    let mut h = Harness::new();
+    h.setup(
+        "eu",
+        PRIORITY,
+        &[("w", 1), (long_loc.as_str(), 2)],
+        &[
+            ("s", "w", 0),
+            ("s", long_loc.as_str(), 5),
+            (long_sku.as_str(), "w", 5),
+        ],
+    );
+    let r = h.run(vec![
+        create("o1", "eu", &[("s", 1)], SINGLE),
+        create("o2", "eu", &[(long_sku.as_str(), 2)], SINGLE),
+    ]);
+    let rows: Vec<(&str, &str, i64)> = r
+        .changed_stock
+        .iter()
+        .map(|s| (s.sku.as_str(), s.location_id.as_str(), s.reserved))
+        .collect();
+    assert_eq!(
+        rows,
+        [("s", long_loc.as_str(), 1), (long_sku.as_str(), "w", 2)]
+    );
+}
+
+#[test]
 fn batch_create_limit() {
     let mut h = Harness::new();
     let reqs = (0..1001)

@@ -1505,12 +1505,6 @@ impl ResultWriter {
         out
     }
 
-    fn push_text(&mut self, s: &str) -> Range<usize> {
-        let start = self.out.arena.len();
-        self.out.arena.extend_from_slice(s.as_bytes());
-        start..self.out.arena.len()
-    }
-
     fn encode_order_row(&mut self, st: &State, o: &Order) -> OrderRowRec {
         let start = self.out.arena.len();
         let offsets = write_order_memo(&mut self.out.arena, st, o, &mut self.times, &mut self.tail);
@@ -1746,21 +1740,34 @@ impl Sink for ResultWriter {
         for &(sku, _) in log.changed_stock.iter().take(AHEAD) {
             st.skus.prefetch_entry(sku);
         }
-        for (i, (&(sku, loc), cell)) in log.changed_stock.iter().zip(&log.stock_values).enumerate()
-        {
-            if let Some(&(ahead, _)) = log.changed_stock.get(i + AHEAD) {
-                st.skus.prefetch_entry(ahead);
+        // The rows' names, written as one run into room reserved for the
+        // longest names (a short copy per name instead of a `memcpy` call
+        // and a capacity check).
+        let names_max =
+            log.changed_stock.len() * (st.skus.max_name_len() + st.locations.max_name_len());
+        let base = self.out.arena.len();
+        let rows = &mut self.out.stock_rows;
+        let (arena, initialized) = (&mut self.out.arena, &mut self.arena_initialized);
+        append_bounded_in(arena, initialized, names_max, |c| {
+            for (i, (&(sku, loc), cell)) in
+                log.changed_stock.iter().zip(&log.stock_values).enumerate()
+            {
+                if let Some(&(ahead, _)) = log.changed_stock.get(i + AHEAD) {
+                    st.skus.prefetch_entry(ahead);
+                }
+                let sku_at = base + c.pos;
+                c.raw(st.skus.name(sku).as_bytes());
+                let loc_at = base + c.pos;
+                c.raw(st.locations.name(loc).as_bytes());
+                rows.push(StockRowRec {
+                    sku: sku_at..loc_at,
+                    location_id: loc_at..base + c.pos,
+                    on_hand: cell.on_hand,
+                    reserved: cell.reserved,
+                    version: cell.version,
+                });
             }
-            let sku_range = self.push_text(st.skus.name(sku));
-            let loc_range = self.push_text(st.locations.name(loc));
-            self.out.stock_rows.push(StockRowRec {
-                sku: sku_range,
-                location_id: loc_range,
-                on_hand: cell.on_hand,
-                reserved: cell.reserved,
-                version: cell.version,
-            });
-        }
+        });
         for &loc in &log.changed_locations {
             let start = self.out.arena.len();
             write_location(&mut self.out.arena, st, loc);
