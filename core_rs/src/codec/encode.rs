@@ -2057,14 +2057,8 @@ mod tests {
         let (c_at, c_len) = offsets.customer_id;
         assert_eq!(&got[c_at..c_at + c_len], o.customer_id().as_bytes());
 
-        let mut id = [0u8; ORDER_ID_LEN];
-        write_order_id(o.key, &mut id);
-        let event_id = format!("{}:{}", std::str::from_utf8(&id).unwrap(), o.version);
-        let mut event = Vec::new();
-        put_bytes(&mut event, 1, event_id.as_bytes());
-        put_int(&mut event, 2, o.status as i64);
-        put_message(&mut event, 3, &expected);
-        event.extend(timestamp_field(4, now));
+        let event = reference_event(st, &o, now);
+        let event_id = reference_event_id(&o);
         let mut item = Vec::new();
         put_bytes(&mut item, 1, o.request_id().as_bytes());
         put_message(&mut item, 2, &expected);
@@ -2184,13 +2178,17 @@ mod tests {
 
     use proptest::prelude::prop_oneof;
 
-    /// The OrderEvent of `o` at `now`, from [`reference_order`].
-    fn reference_event(st: &State, o: &Order, now: i64) -> Vec<u8> {
+    /// `"<order id>:<version>"`.
+    fn reference_event_id(o: &Order) -> String {
         let mut id = [0u8; ORDER_ID_LEN];
         write_order_id(o.key, &mut id);
-        let event_id = format!("{}:{}", std::str::from_utf8(&id).unwrap(), o.version);
+        format!("{}:{}", std::str::from_utf8(&id).unwrap(), o.version)
+    }
+
+    /// The OrderEvent of `o` at `now`, from [`reference_order`].
+    fn reference_event(st: &State, o: &Order, now: i64) -> Vec<u8> {
         let mut event = Vec::new();
-        put_bytes(&mut event, 1, event_id.as_bytes());
+        put_bytes(&mut event, 1, reference_event_id(o).as_bytes());
         put_int(&mut event, 2, o.status as i64);
         put_message(&mut event, 3, &reference_order(st, o));
         event.extend(timestamp_field(4, now));
