@@ -150,6 +150,11 @@ bench: build ## service benchmarks on a fresh stack: bench/results/*.json, repor
 bench-core: build ## engine benchmark: writes bench/results/core.json
 	$(PY) bench/core_bench.py --out bench/results/core.json
 
+.PHONY: bench-core-ab
+bench-core-ab: build ## the engine of BASE=<commit> against this build, interleaved runs
+	@test -n "$(BASE)" || { echo "usage: make bench-core-ab BASE=<commit> [RUNS=3]"; exit 2; }
+	$(PY) bench/core_ab.py $(BASE) --runs $(or $(RUNS),3)
+
 .PHONY: clean
 clean: ## remove build outputs (keeps .state and the download cache)
 	rm -rf target $(VENV) server/_engine*.so

@@ -29,6 +29,7 @@ import argparse
 import datetime as dt
 import gc
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -121,12 +122,21 @@ def git_commit() -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
-def import_engine() -> Any:
-    try:
-        engine_module = importlib.import_module("server._engine")
-    except ImportError as exc:
-        sys.exit(f"server._engine is not importable ({exc}): run `make build` first")
-    return engine_module
+def import_engine(path: Path | None = None) -> Any:
+    """The engine extension: the built one (server._engine), or the shared library at
+    `path` (another build of it, e.g. an older commit's, for `bench/core_ab.py`)."""
+    if path is None:
+        try:
+            return importlib.import_module("server._engine")
+        except ImportError as exc:
+            sys.exit(f"server._engine is not importable ({exc}): run `make build` first")
+    # The module's init function is named after the last part of the name (_engine).
+    spec = importlib.util.spec_from_file_location("server._engine", path)
+    if spec is None or spec.loader is None:
+        sys.exit(f"{path} is not an importable extension module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class BatchSource:
@@ -353,6 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "core.json")
     parser.add_argument(
+        "--engine-module",
+        type=Path,
+        metavar="SO",
+        help="benchmark this build of the engine extension (a lib_engine.so) instead of "
+        "server._engine",
+    )
+    parser.add_argument(
         "--dump-batches",
         type=Path,
         metavar="DIR",
@@ -363,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pinning = pin_to_one_core()
     print(f"core_bench: {pinning}", file=sys.stderr)
-    engine_module = import_engine()
+    engine_module = import_engine(args.engine_module)
     spec = WorkloadSpec(seed=args.seed, skus=args.skus, batch_size=args.batch_size)
     workload = StandardWorkload(spec)
     print(f"workload: {spec.describe()}", file=sys.stderr)
@@ -424,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         "commit(), BatchOutput.encode()",
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git": git_commit(),
+        # The file the engine was loaded from (another build with --engine-module).
+        "engine_module": str(getattr(engine_module, "__file__", "")),
         "machine": machine_info(),
         "cpu_pinning": pinning,
         "workload": {"description": spec.describe(), "spec": spec.as_dict()},

@@ -7,6 +7,7 @@ a well-formed result; the report must render from a tiny fake result. No stack n
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import struct
 import subprocess
@@ -174,6 +175,31 @@ def test_core_bench_runs_and_checks_its_outputs(tmp_path: Path) -> None:
     assert timed_orders == result["orders"]
     setup = read_framed((dump / "setup.bin").read_bytes())
     assert setup and all(engine_pb2.EngineBatch.FromString(b).commands for b in setup)
+
+
+def test_core_bench_loads_another_build_of_the_engine(tmp_path: Path) -> None:
+    """`--engine-module` (what `bench/core_ab.py` runs older commits' engines with)
+    benchmarks the shared library at that path, under another file name than the
+    package's, and says so in its result."""
+    import server._engine as built
+
+    module = tmp_path / "lib_engine.so"
+    shutil.copy(built.__file__, module)
+    out = tmp_path / "core.json"
+    args = ["--skus", "500", "--batch-size", "128", "--seconds", "0.1"]
+    args += ["--reference-batches", "1", "--out", str(out), "--engine-module", str(module)]
+    completed = subprocess.run(
+        [sys.executable, str(BENCH / "core_bench.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["engine_module"] == str(module)
+    assert result["reference"]["outputs_match"] is True
+    assert result["lines_per_s"] > 0
 
 
 def read_framed(data: bytes) -> list[bytes]:

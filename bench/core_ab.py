@@ -1,0 +1,133 @@
+"""Compare the engine of two commits on `core_bench`, interleaved.
+
+    python bench/core_ab.py BASE [HEAD] [--runs N] [--out bench/results/core_ab.json]
+                            [-- core_bench options]
+
+Wall time on the development VM moves by a third within hours, so figures taken at
+different times do not compare. This builds the engine extension of each commit (a
+detached git worktree, `cargo build --release --lib --features python`), then runs
+`bench/core_bench.py --engine-module` for BASE, HEAD, BASE, HEAD, ... with the current
+harness and workload, and prints the median and range of each figure per commit.
+HEAD defaults to the working tree's build (`server._engine`, from `make build`).
+Both commits must have the current engine API (`Engine.reserve_orders`, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (label, path in core_bench's JSON, scale, unit)
+FIGURES: list[tuple[str, tuple[str, ...], float, str]] = [
+    ("lines/s, fresh engine", ("lines_per_s",), 1e-6, "M"),
+    ("lines/s, order store reserved", ("reserved", "lines_per_s"), 1e-6, "M"),
+    ("user CPU in apply, fresh (s)", ("cpu_seconds", "user"), 1.0, ""),
+    ("system CPU in apply, fresh (s)", ("cpu_seconds", "system"), 1.0, ""),
+    ("speedup vs reference", ("speedup_vs_reference",), 1.0, "x"),
+]
+
+
+def build_engine(commit: str, work: Path) -> Path:
+    """The engine extension of `commit`, built in a detached worktree under `work`."""
+    tree = work / f"tree-{commit}"
+    target = work / f"target-{commit}"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "--force", str(tree), commit],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        print(f"core_ab: building the engine of {commit}", file=sys.stderr)
+        subprocess.run(
+            ["cargo", "build", "--quiet", "--release", "--lib", "--features", "python"],
+            cwd=tree,
+            env={**os.environ, "CARGO_TARGET_DIR": str(target)},
+            check=True,
+        )
+        module = work / f"engine-{commit}.so"
+        shutil.copy(target / "release" / "lib_engine.so", module)
+        return module
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True
+        )
+
+
+def resolve(ref: str) -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def figure(result: dict[str, Any], path: tuple[str, ...]) -> float:
+    value: Any = result
+    for key in path:
+        value = value[key]
+    return float(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("base", help="the commit to compare against")
+    parser.add_argument("head", nargs="?", help="default: the working tree's build")
+    parser.add_argument("--runs", type=int, default=3, help="core_bench runs per commit")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "core_ab.json")
+    argv = sys.argv[1:] if argv is None else argv
+    # Everything after "--" goes to core_bench unchanged.
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    bench_args = argv[split + 1 :]
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+
+    with tempfile.TemporaryDirectory(prefix="core_ab-") as tmp:
+        work = Path(tmp)
+        base = resolve(args.base)
+        builds: dict[str, Path | None] = {base: build_engine(base, work)}
+        head = resolve(args.head) if args.head else "working-tree"
+        builds[head] = build_engine(head, work) if args.head else None
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in builds}
+        for run in range(1, args.runs + 1):
+            for name, module in builds.items():
+                out = work / f"{name}-{run}.json"
+                command = [sys.executable, str(ROOT / "bench" / "core_bench.py"), "--out", str(out)]
+                if module is not None:
+                    command += ["--engine-module", str(module)]
+                print(f"core_ab: run {run}/{args.runs}: {name}", file=sys.stderr)
+                subprocess.run(command + bench_args, check=True, stdout=subprocess.DEVNULL)
+                results[name].append(json.loads(out.read_text()))
+
+    summary: dict[str, Any] = {"benchmark": "core_ab", "runs": args.runs, "commits": {}}
+    print(f"core_ab: {args.runs} interleaved core_bench run(s) per commit; median (range)")
+    print(f"  {'':34}" + "".join(f"{name:>26}" for name in results))
+    for label, path, scale, unit in FIGURES:
+        cells = []
+        for name, runs in results.items():
+            values = [figure(r, path) for r in runs]
+            summary["commits"].setdefault(name, {})[label] = values
+            median = statistics.median(values) * scale
+            low, high = min(values) * scale, max(values) * scale
+            cells.append(f"{median:.2f}{unit} ({low:.2f}-{high:.2f})")
+        print(f"  {label:34}" + "".join(f"{cell:>26}" for cell in cells))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"  written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
