@@ -71,6 +71,18 @@ def resolve(ref: str) -> str:
     return out.stdout.strip()
 
 
+def dirty() -> str:
+    """ " (dirty)" when tracked files differ from HEAD: the build may not be HEAD's."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return " (dirty)" if status.stdout.strip() else ""
+
+
 def figure(result: dict[str, Any], path: tuple[str, ...]) -> float:
     value: Any = result
     for key in path:
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         base = resolve(args.base)
         builds: dict[str, Path | None] = {base: build_engine(base, work)}
-        head = resolve(args.head) if args.head else "working-tree"
+        head = resolve(args.head) if args.head else f"build of {resolve('HEAD')}{dirty()}"
         builds[head] = build_engine(head, work) if args.head else None
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in builds}
         for run in range(1, args.runs + 1):
