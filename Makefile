@@ -108,7 +108,7 @@ test-python: build ## pytest, against the running stack
 .PHONY: test-go
 test-go: ## Go client: build, vet, gofmt, unit tests (no server needed)
 	cd clients/go && go build ./... && go vet ./... \
-		&& test -z "$$(gofmt -l . | tee /dev/stderr)" && go test ./...
+		&& test -z "$$(gofmt -l . | tee -a /dev/stderr)" && go test ./...
 
 .PHONY: smoke-go
 smoke-go: build ## the generated Go client against a real server (stack must be up)
