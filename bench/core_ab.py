@@ -26,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "bench") not in sys.path:
+    sys.path.insert(0, str(ROOT / "bench"))
+
+from core_bench import git_commit  # noqa: E402
 
 # (label, path in core_bench's JSON, scale, unit)
 FIGURES: list[tuple[str, tuple[str, ...], float, str]] = [
@@ -74,16 +78,13 @@ def resolve(ref: str) -> str:
     return out.stdout.strip()
 
 
-def dirty() -> str:
-    """ " (dirty)" when tracked files differ from HEAD: the build may not be HEAD's."""
-    status = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return " (dirty)" if status.stdout.strip() else ""
+def this_build() -> str:
+    """The label of the working tree's build: HEAD's commit, and whether tracked files
+    differ from it (then the build may not be HEAD's)."""
+    state = git_commit()
+    if state is None:
+        return "this build"
+    return f"build of {state['commit'][:7]}" + (" (dirty)" if state["dirty"] else "")
 
 
 def figure(result: dict[str, Any], path: tuple[str, ...]) -> float:
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         base = resolve(args.base)
         builds: dict[str, Path | None] = {base: build_engine(base, work)}
-        head = resolve(args.head) if args.head else f"build of {resolve('HEAD')}{dirty()}"
+        head = resolve(args.head) if args.head else this_build()
         builds[head] = build_engine(head, work) if args.head else None
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in builds}
         for run in range(1, args.runs + 1):

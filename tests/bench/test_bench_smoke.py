@@ -153,14 +153,7 @@ def test_core_bench_runs_and_checks_its_outputs(tmp_path: Path) -> None:
     dump = tmp_path / "batches"
     args = ["--skus", "2000", "--batch-size", "256", "--seconds", "0.2"]
     args += ["--reference-batches", "1", "--out", str(out), "--dump-batches", str(dump)]
-    completed = subprocess.run(
-        [sys.executable, str(BENCH / "core_bench.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    run_core_bench(args)
     result = json.loads(out.read_text())
     assert result["workload"]["spec"]["skus"] == 2000
     for key in ("orders_per_s", "lines_per_s", "speedup_vs_reference"):
@@ -188,6 +181,15 @@ def test_core_bench_loads_another_build_of_the_engine(tmp_path: Path) -> None:
     out = tmp_path / "core.json"
     args = ["--skus", "500", "--batch-size", "128", "--seconds", "0.1"]
     args += ["--reference-batches", "1", "--out", str(out), "--engine-module", str(module)]
+    run_core_bench(args)
+    result = json.loads(out.read_text())
+    assert result["engine_module"] == str(module)
+    assert result["reference"]["outputs_match"] is True
+    assert result["lines_per_s"] > 0
+
+
+def run_core_bench(args: list[str]) -> None:
+    """Runs bench/core_bench.py with `args`; it must succeed."""
     completed = subprocess.run(
         [sys.executable, str(BENCH / "core_bench.py"), *args],
         cwd=ROOT,
@@ -196,10 +198,6 @@ def test_core_bench_loads_another_build_of_the_engine(tmp_path: Path) -> None:
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    result = json.loads(out.read_text())
-    assert result["engine_module"] == str(module)
-    assert result["reference"]["outputs_match"] is True
-    assert result["lines_per_s"] > 0
 
 
 def read_framed(data: bytes) -> list[bytes]:
