@@ -168,23 +168,17 @@ fn push_create<'a>(lines: &mut Vec<LineIn<'a>>, r: &'a pb::CreateOrderRequest) -
         unit_price_minor: l.unit_price_minor,
         currency: &l.currency,
     }));
-    CreateIn {
+    let mut create = CreateIn {
         request_id: &r.request_id,
         customer_id: &r.customer_id,
         region: &r.region,
         lines: start..lines.len() as u32,
         policy: r.policy,
-        ids_checked: create_ids_valid(r),
-    }
-}
-
-/// [`CreateIn::ids_checked`] of a prost-decoded request: what the fast
-/// path finds while decoding it.
-fn create_ids_valid(r: &pb::CreateOrderRequest) -> bool {
-    is_valid_id(&r.request_id, MAX_ID_LEN)
-        && is_valid_id(&r.customer_id, MAX_ID_LEN)
-        && is_valid_id(&r.region, MAX_REGION_LEN)
-        && r.lines.iter().all(|l| is_valid_id(&l.sku, MAX_ID_LEN))
+        ids_checked: false,
+    };
+    // What the fast path finds while decoding it.
+    create.ids_checked = create.ids_valid(&lines[start as usize..]);
+    create
 }
 
 /// The zero-copy parser. `Err(())` means "let prost decide".

@@ -3,6 +3,9 @@
 
 use std::ops::Range;
 
+use super::ids::is_valid_id;
+use super::limits::{MAX_ID_LEN, MAX_REGION_LEN};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineIn<'a> {
     pub sku: &'a str,
@@ -26,6 +29,19 @@ pub struct CreateIn<'a> {
     /// that validation need not check them again. False says nothing:
     /// validation then checks them.
     pub ids_checked: bool,
+}
+
+impl CreateIn<'_> {
+    /// Whether the request id, customer id, region and every SKU of `lines`
+    /// (this create's lines) are valid identifiers: what
+    /// [`CreateIn::ids_checked`] records when the decoder found it true.
+    #[inline(always)]
+    pub fn ids_valid(&self, lines: &[LineIn<'_>]) -> bool {
+        is_valid_id(self.request_id, MAX_ID_LEN)
+            & is_valid_id(self.customer_id, MAX_ID_LEN)
+            & is_valid_id(self.region, MAX_REGION_LEN)
+            & lines.iter().all(|l| is_valid_id(l.sku, MAX_ID_LEN))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -394,14 +394,7 @@ impl Order {
     /// `Engine::create` builds its orders' fields itself: through this
     /// argument struct, the order was copied on the way to its slot.
     pub fn new(init: OrderInit<'_>) -> Order {
-        let list = init.allocations;
-        let (whole_loc, listed) = match whole_location(&init.lines, list) {
-            Some(loc) => (Some(loc), ThinVec::new()),
-            None if list.is_empty() => (None, ThinVec::new()),
-            None => (None, ThinVec::from(list)),
-        };
-        let (reason, reason_text) = stored_reason(init.status_reason);
-        Order {
+        let mut order = Order {
             key: init.key,
             client: init.client,
             text: init.text,
@@ -417,14 +410,19 @@ impl Order {
             update_ms: init.update_ms,
             queue_seq: init.queue_seq,
             touch: init.touch,
-            listed,
-            whole_loc: whole_loc.unwrap_or(0),
-            whole: whole_loc.is_some(),
-            expire_at: init.expire_ms.unwrap_or(0),
-            has_expire: init.expire_ms.is_some(),
-            reason,
-            reason_text,
-        }
+            // The packed fields, set through their setters below.
+            listed: ThinVec::new(),
+            whole_loc: 0,
+            whole: false,
+            expire_at: 0,
+            has_expire: false,
+            reason: ReasonCode::None,
+            reason_text: None,
+        };
+        order.set_allocations(init.allocations);
+        order.set_expire_ms(init.expire_ms);
+        order.set_status_reason(init.status_reason);
+        order
     }
 
     pub fn request_id(&self) -> &str {

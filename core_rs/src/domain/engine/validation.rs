@@ -1,7 +1,7 @@
 //! Validation of a create body (docs/engine.md, "Validation").
 
 use super::*;
-use crate::domain::ids::{active_currency_index, is_valid_id};
+use crate::domain::ids::active_currency_index;
 
 /// Validation of a create body, every violation in the spec's order.
 ///
@@ -37,12 +37,7 @@ const _: () = assert!(
 /// ([`CreateIn::ids_checked`]).
 #[inline(always)]
 fn create_is_valid(req: &CreateIn<'_>, lines: &[LineIn<'_>]) -> bool {
-    let ids_valid = req.ids_checked
-        || is_valid_id(req.request_id, MAX_ID_LEN)
-            & is_valid_id(req.customer_id, MAX_ID_LEN)
-            & is_valid_id(req.region, MAX_REGION_LEN)
-            & lines.iter().all(|l| is_valid_id(l.sku, MAX_ID_LEN));
-    let head_valid = ids_valid
+    let head_valid = (req.ids_checked || req.ids_valid(lines))
         & (0..=3).contains(&req.policy)
         & (lines.len().wrapping_sub(1) < PAIRWISE_DUPLICATE_CHECK_LINES);
     let Some(first) = lines.first() else {
@@ -219,9 +214,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::{
-        create_is_valid, create_violations, is_valid_id, CreateIn, LineIn, Violations, MAX_ID_LEN,
-        MAX_ORDER_TOTAL_MINOR, MAX_QUANTITY_PER_LINE, MAX_REGION_LEN, MAX_UNIT_PRICE_MINOR,
-        PAIRWISE_DUPLICATE_CHECK_LINES,
+        create_is_valid, create_violations, CreateIn, LineIn, Violations, MAX_ORDER_TOTAL_MINOR,
+        MAX_QUANTITY_PER_LINE, MAX_UNIT_PRICE_MINOR, PAIRWISE_DUPLICATE_CHECK_LINES,
     };
 
     /// Identifiers: mostly valid, sometimes empty, too long or with a byte
@@ -321,10 +315,7 @@ mod tests {
             }
             // What the decoder sets when it found every id valid: the same
             // answer, without checking them again.
-            req.ids_checked = is_valid_id(&request_id, MAX_ID_LEN)
-                && is_valid_id(&customer_id, MAX_ID_LEN)
-                && is_valid_id(&region, MAX_REGION_LEN)
-                && lines.iter().all(|l| is_valid_id(l.sku, MAX_ID_LEN));
+            req.ids_checked = req.ids_valid(&lines);
             prop_assert_eq!(create_is_valid(&req, &lines), quick);
         }
 
