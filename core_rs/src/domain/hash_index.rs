@@ -177,17 +177,36 @@ impl HashIndex {
 /// Prefetches the cache line holding `value` (a hint: never faults).
 #[inline]
 pub fn prefetch<T>(value: &T) {
+    prefetch_address((value as *const T).cast());
+}
+
+/// The bytes of a cache line (x86_64 and most 64-bit CPUs).
+pub const CACHE_LINE: usize = 64;
+
+/// Prefetches the cache lines holding the first `lines * CACHE_LINE` bytes
+/// of `values` (fewer if `values` is shorter).
+#[inline]
+pub fn prefetch_lines<T>(values: &[T], lines: usize) {
+    let bytes = std::mem::size_of_val(values).min(lines * CACHE_LINE);
+    let start = values.as_ptr().cast::<u8>();
+    for offset in (0..bytes).step_by(CACHE_LINE) {
+        prefetch_address(start.wrapping_add(offset));
+    }
+}
+
+#[inline]
+fn prefetch_address(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch is only a hint and never faults; the pointer
-        // comes from a reference, so it is valid anyway. SSE is part of the
-        // x86_64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>()) };
+        // SAFETY: a prefetch is only a hint: it never faults and reads
+        // nothing into the program, whatever the address. SSE is part of
+        // the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast::<i8>()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = value;
+        let _ = address;
     }
 }
 

@@ -671,11 +671,22 @@ pub struct SkuEntry {
 }
 
 impl SkuEntry {
+    /// The row of `loc`. Rows are usually created location by location, so
+    /// a location's row is usually at its id's position: that row is tried
+    /// before the search, which reads every row before it (one more cache
+    /// miss per row, in `allocate`'s hottest loop).
     pub fn cell(&self, loc: LocId) -> Option<&StockCell> {
-        self.cells.iter().find(|c| c.loc == loc)
+        match self.cells.get(loc as usize) {
+            Some(c) if c.loc == loc => Some(c),
+            _ => self.cells.iter().find(|c| c.loc == loc),
+        }
     }
     pub fn cell_mut(&mut self, loc: LocId) -> Option<&mut StockCell> {
-        self.cells.iter_mut().find(|c| c.loc == loc)
+        let at = match self.cells.get(loc as usize) {
+            Some(c) if c.loc == loc => loc as usize,
+            _ => self.cells.iter().position(|c| c.loc == loc)?,
+        };
+        Some(&mut self.cells[at])
     }
     pub fn available(&self, loc: LocId) -> i64 {
         self.cell(loc).map_or(0, StockCell::available)
@@ -1346,6 +1357,36 @@ mod tests {
     #[test]
     fn order_store_inserts_replaces_and_removes_across_chunks() {
         check_order_store(OrderStore::default());
+    }
+
+    #[test]
+    fn a_stock_row_is_found_wherever_it_is_stored() {
+        let row = |loc: LocId| StockCell {
+            on_hand: i64::from(loc) * 10,
+            reserved: 0,
+            version: 1,
+            touch: Touch::default(),
+            loc,
+        };
+        // At their ids' positions, out of order, sparse, and past the end.
+        for locs in [vec![0, 1, 2], vec![2, 0, 1], vec![7, 3], vec![1, 0, 9, 2]] {
+            let mut entry = SkuEntry::default();
+            entry.cells.extend(locs.iter().map(|&l| row(l)));
+            for loc in 0..12 {
+                let expected = locs.contains(&loc).then(|| row(loc));
+                assert_eq!(entry.cell(loc).copied(), expected, "{locs:?} {loc}");
+                assert_eq!(
+                    entry.available(loc),
+                    i64::from(loc) * 10 * i64::from(expected.is_some())
+                );
+                let found = entry.cell_mut(loc).map(|c| {
+                    c.reserved = 1;
+                    c.loc
+                });
+                assert_eq!(found, expected.map(|c| c.loc));
+            }
+            assert!(entry.cells.iter().all(|c| c.reserved == 1));
+        }
     }
 
     #[test]

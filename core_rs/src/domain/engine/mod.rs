@@ -25,7 +25,7 @@ use super::command::{Batch, Command, CommandIn, CreateIn, LineIn, LocationIn, Re
 use super::error::{
     CommandError, Violations, CODE_ABORTED, CODE_ALREADY_EXISTS, CODE_FAILED_PRECONDITION,
 };
-use super::hash_index::prefetch;
+use super::hash_index::prefetch_lines;
 use super::ids::{
     format_order_id, is_active_currency, name_eq, name_hash, order_key, parse_order_id,
 };
@@ -191,6 +191,10 @@ impl RecentNames {
 
 /// Commands looked up ahead at a time (see [`Engine::warm_window`]).
 const WARM_AHEAD: usize = 16;
+
+/// Cache lines of a SKU's stock rows that the warm-up prefetches: two hold
+/// the rows of its first two or three locations (rows are 40 bytes).
+const WARM_ROW_LINES: usize = 2;
 
 /// A batch starting at this touch epoch or later first renumbers every
 /// touch ([`Engine::renumber_epochs`]). Half the range: a batch advances the
@@ -439,12 +443,14 @@ impl Engine {
         }
     }
 
-    /// Stage 3: confirm the names, prefetch the first of each SKU's stock
-    /// rows. Only the first: it is the row of the location created first
-    /// (usually the top priority), which most allocations read first.
-    /// Prefetching every row of a SKU (five cache lines for eight
-    /// locations) issued ~4x the prefetches per window, more than the CPU
-    /// has slots for outstanding misses, and was slower in interleaved runs
+    /// Stage 3: confirm the names, prefetch the first [`WARM_ROW_LINES`]
+    /// cache lines of each SKU's stock rows: the rows of the locations
+    /// created first (usually the top priorities), which allocations read
+    /// first. One line covered only the first row, and a location whose
+    /// row was not prefetched is where `allocate` waited most once the top
+    /// location ran short. Prefetching every row (five lines for eight
+    /// locations) issued more prefetches than the CPU has slots for
+    /// outstanding misses, and was slower in interleaved runs
     /// (docs/engine.md, Performance).
     fn warm_cells(&mut self, batch: &Batch<'_>, hashes: &[(usize, u64, Option<SkuId>)]) {
         for &(line, _, candidate) in hashes {
@@ -453,9 +459,7 @@ impl Engine {
                 continue;
             };
             self.line_skus[line] = Some(sku);
-            if let Some(first) = self.state.skus.value(sku).cells.first() {
-                prefetch(first);
-            }
+            prefetch_lines(&self.state.skus.value(sku).cells, WARM_ROW_LINES);
         }
     }
 
