@@ -1,13 +1,14 @@
 """Compare the engine of two commits on `core_bench`, interleaved.
 
-    python bench/core_ab.py BASE [HEAD] [--runs N] [--out bench/results/core_ab.json]
+    python bench/core_ab.py BASE [HEAD] [--runs N] [--batches N] [--out bench/results/core_ab.json]
                             [-- core_bench options]
 
 Wall time on the development VM moves by a third within hours, so figures taken at
 different times do not compare. This builds the engine extension of each commit (a
 detached git worktree, `cargo build --release --lib --features python`), then runs
 `bench/core_bench.py --engine-module` for BASE, HEAD, BASE, HEAD, ... with the current
-harness and workload, and prints the median and range of each figure per commit.
+harness and workload, the same number of batches each time (`--batches`), and prints
+the median and range of each figure per commit.
 HEAD defaults to the working tree's build (`server._engine`, from `make build`).
 Both commits must have the current engine API (`Engine.reserve_orders`, ...).
 """
@@ -31,12 +32,17 @@ if str(ROOT / "bench") not in sys.path:
 
 from core_bench import git_commit  # noqa: E402
 
+# Timed batches of every run: the same work for both builds. A run of a fixed time
+# would give the faster build more batches, and later batches are slower (a larger
+# state, emptier top locations), which hid part of its lead. 644 is about what
+# `make bench-core` applies in its 3 s on the development VM.
+AB_BATCHES = 644
+
 # (label, path in core_bench's JSON, scale, unit)
 FIGURES: list[tuple[str, tuple[str, ...], float, str]] = [
     ("lines/s, fresh engine", ("lines_per_s",), 1e-6, "M"),
     ("lines/s, order store reserved", ("reserved", "lines_per_s"), 1e-6, "M"),
-    # Per user-mode CPU second: the runs differ in length (core_bench runs each build
-    # for about the same time), and time the VM's host takes the core away is not
+    # Per user-mode CPU second: time the VM's host takes the core away is not
     # counted here.
     ("lines per user CPU second, fresh", ("lines_per_user_cpu_s",), 1e-6, "M"),
     ("system CPU per million orders, fresh (s)", ("system_s_per_m_orders",), 1.0, ""),
@@ -89,7 +95,7 @@ def this_build() -> str:
 
 def figure(result: dict[str, Any], path: tuple[str, ...]) -> float:
     if path == ("system_s_per_m_orders",):
-        return float(result["cpu_seconds"]["system"]) / result["orders"] * 1e6
+        return float(result["cpu_seconds"]["system"]) / float(result["orders"]) * 1e6
     value: Any = result
     for key in path:
         value = value[key]
@@ -103,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("base", help="the commit to compare against")
     parser.add_argument("head", nargs="?", help="default: the working tree's build")
     parser.add_argument("--runs", type=int, default=3, help="core_bench runs per commit")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=AB_BATCHES,
+        help="timed batches per core_bench run, the same for both commits (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "core_ab.json")
     argv = sys.argv[1:] if argv is None else argv
     # Everything after "--" goes to core_bench unchanged.
@@ -122,15 +134,30 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(1, args.runs + 1):
             for name, module in builds.items():
                 out = work / f"{name}-{run}.json"
-                command = [sys.executable, str(ROOT / "bench" / "core_bench.py"), "--out", str(out)]
+                command = [
+                    sys.executable,
+                    str(ROOT / "bench" / "core_bench.py"),
+                    "--out",
+                    str(out),
+                    "--batches",
+                    str(args.batches),
+                ]
                 if module is not None:
                     command += ["--engine-module", str(module)]
                 print(f"core_ab: run {run}/{args.runs}: {name}", file=sys.stderr)
                 subprocess.run(command + bench_args, check=True, stdout=subprocess.DEVNULL)
                 results[name].append(json.loads(out.read_text()))
 
-    summary: dict[str, Any] = {"benchmark": "core_ab", "runs": args.runs, "commits": {}}
-    print(f"core_ab: {args.runs} interleaved core_bench run(s) per commit; median (range)")
+    summary: dict[str, Any] = {
+        "benchmark": "core_ab",
+        "runs": args.runs,
+        "batches_per_run": args.batches,
+        "commits": {},
+    }
+    print(
+        f"core_ab: {args.runs} interleaved core_bench run(s) of {args.batches} batches per "
+        "commit; median (range)"
+    )
     print(f"  {'':34}" + "".join(f"{name:>26}" for name in results))
     for label, path, scale, unit in FIGURES:
         cells = []

@@ -345,6 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum Rust apply time")
     parser.add_argument(
+        "--batches",
+        type=int,
+        metavar="N",
+        help="apply exactly N timed batches instead of --seconds' worth: the same work "
+        "for every build compared (bench/core_ab.py), since later batches meet a larger "
+        "state and emptier top locations",
+    )
+    parser.add_argument(
         "--reference-batches", type=int, default=3, help="batches run on the reference model"
     )
     parser.add_argument("--seed", type=int, default=1)
@@ -377,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         "`BENCH_REPLAY=DIR cargo run --release --example bench_engine` and its profilers",
     )
     args = parser.parse_args(argv)
+    if args.batches is not None and args.batches < max(1, args.reference_batches):
+        parser.error("--batches must be at least --reference-batches")
 
     pinning = pin_to_one_core()
     print(f"core_bench: {pinning}", file=sys.stderr)
@@ -390,16 +400,26 @@ def main(argv: list[str] | None = None) -> int:
     progress_done(f"encoded {len(setup_batches)} setup batches ({time.perf_counter() - t0:.1f} s)")
     source = BatchSource(workload)
     k = max(1, args.reference_batches)
-    calibration_batches = max(k, 4)
-    source.ensure(calibration_batches, "encoding calibration batches")
-    rate = calibrate(engine_module, setup_batches, source, calibration_batches)
-    planned = max(k, math.ceil(args.seconds * rate * 1.15))
-    progress_done(f"calibration: {rate:.1f} batches/s -> planning {planned} batches")
+    if args.batches is None:
+        calibration_batches = max(k, 4)
+        source.ensure(calibration_batches, "encoding calibration batches")
+        rate = calibrate(engine_module, setup_batches, source, calibration_batches)
+        planned = max(k, math.ceil(args.seconds * rate * 1.15))
+        progress_done(f"calibration: {rate:.1f} batches/s -> planning {planned} batches")
+    else:
+        planned = args.batches
     source.ensure(planned)
 
     cpu = CpuSplit()
     times, rust_outputs, engine_stats = run_rust(
-        engine_module, setup_batches, source, k, args.seconds, k, cpu
+        engine_module,
+        setup_batches,
+        source,
+        k,
+        args.seconds,
+        k,
+        cpu,
+        exact_batches=args.batches,
     )
     n = len(times)
     orders = sum(b.orders for b in source.batches[:n])
@@ -447,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_pinning": pinning,
         "workload": {"description": spec.describe(), "spec": spec.as_dict()},
         "batches": n,
+        # --batches (a fixed run, for comparisons), or null: --seconds of apply().
+        "batches_requested": args.batches,
         "orders": orders,
         "lines": lines,
         "apply_seconds": total,

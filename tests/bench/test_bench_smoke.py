@@ -188,6 +188,21 @@ def test_core_bench_loads_another_build_of_the_engine(tmp_path: Path) -> None:
     assert result["lines_per_s"] > 0
 
 
+def test_core_bench_applies_exactly_the_batches_asked_for(tmp_path: Path) -> None:
+    """`--batches N` (what `bench/core_ab.py` compares builds with) times exactly N
+    batches in the fresh run and the same N in the reserved run, however long they take."""
+    out = tmp_path / "core.json"
+    args = ["--skus", "500", "--batch-size", "64", "--seconds", "0.001", "--batches", "7"]
+    args += ["--reference-batches", "1", "--out", str(out)]
+    run_core_bench(args)
+    result = json.loads(out.read_text())
+    assert result["batches"] == 7
+    assert result["orders"] == 7 * 64
+    assert result["reserved"]["outputs_match_cold_run"] is True
+    assert result["reserved"]["lines_per_s"] > 0
+    assert result["batches_requested"] == 7
+
+
 def run_core_bench(args: list[str]) -> None:
     """Runs bench/core_bench.py with `args`; it must succeed."""
     completed = subprocess.run(
