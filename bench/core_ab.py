@@ -50,8 +50,10 @@ FIGURES: list[tuple[str, tuple[str, ...], float, str]] = [
 ]
 
 
-def build_engine(commit: str, work: Path) -> Path:
-    """The engine extension of `commit`, built in a detached worktree under `work`."""
+def build_in_worktree(commit: str, work: Path, cargo_args: list[str], artifact: str) -> Path:
+    """Runs `cargo build --release <cargo_args>` on `commit` in a detached worktree under
+    `work` and returns a copy of `artifact` (a path under the target's release
+    directory), named after the commit."""
     tree = work / f"tree-{commit}"
     target = work / f"target-{commit}"
     subprocess.run(
@@ -61,20 +63,25 @@ def build_engine(commit: str, work: Path) -> Path:
         capture_output=True,
     )
     try:
-        print(f"core_ab: building the engine of {commit}", file=sys.stderr)
+        print(f"building {artifact} of {commit}", file=sys.stderr)
         subprocess.run(
-            ["cargo", "build", "--quiet", "--release", "--lib", "--features", "python"],
+            ["cargo", "build", "--quiet", "--release", *cargo_args],
             cwd=tree,
             env={**os.environ, "CARGO_TARGET_DIR": str(target)},
             check=True,
         )
-        module = work / f"engine-{commit}.so"
-        shutil.copy(target / "release" / "lib_engine.so", module)
-        return module
+        copy = work / f"{commit}-{Path(artifact).name}"
+        shutil.copy(target / "release" / artifact, copy)
+        return copy
     finally:
         subprocess.run(
             ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True
         )
+
+
+def build_engine(commit: str, work: Path) -> Path:
+    """The engine extension of `commit` (its lib_engine.so)."""
+    return build_in_worktree(commit, work, ["--lib", "--features", "python"], "lib_engine.so")
 
 
 def resolve(ref: str) -> str:

@@ -203,6 +203,26 @@ def test_core_bench_applies_exactly_the_batches_asked_for(tmp_path: Path) -> Non
     assert result["batches_requested"] == 7
 
 
+def test_engine_ab_reads_every_figure_of_a_real_replay(tmp_path: Path) -> None:
+    """`bench/engine_ab.py` parses what `bench_engine` prints: this builds the working
+    tree's bench_engine, replays a tiny dump of the standard workload through it in both
+    modes, and reads each figure; a run missing a figure is an error, not a zero."""
+    import engine_ab
+
+    dump = tmp_path / "batches"
+    # Enough orders (~1 ms of apply) for the 3-decimal figures not to round to 0.
+    args = ["--skus", "1000", "--batch-size", "512", "--seconds", "0.001", "--batches", "8"]
+    args += ["--reference-batches", "1", "--out", str(tmp_path / "core.json")]
+    run_core_bench([*args, "--dump-batches", str(dump)])
+    binary = engine_ab.build_this_tree()
+    for mode_env in engine_ab.MODES.values():
+        figures = engine_ab.run_once(binary, dump, mode_env)
+        assert set(figures) == set(engine_ab.PATTERNS)
+        assert figures["apply_s"] > 0 and figures["median_batch_ms"] > 0
+    with pytest.raises(ValueError, match="median_batch_ms"):
+        engine_ab.parse_run("apply (decode): 1.0 s\nCPU: 1.0 s user (x), 0.1 s system (y)\n")
+
+
 def run_core_bench(args: list[str]) -> None:
     """Runs bench/core_bench.py with `args`; it must succeed."""
     completed = subprocess.run(
