@@ -84,6 +84,13 @@ def build_engine(commit: str, work: Path) -> Path:
     return build_in_worktree(commit, work, ["--lib", "--features", "python"], "lib_engine.so")
 
 
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """Writes a comparison's JSON summary and says where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"  written {path}")
+
+
 def resolve(ref: str) -> str:
     out = subprocess.run(
         ["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True, text=True
@@ -175,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             low, high = min(values) * scale, max(values) * scale
             cells.append(f"{median:.2f}{unit} ({low:.2f}-{high:.2f})")
         print(f"  {label:34}" + "".join(f"{cell:>26}" for cell in cells))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"  written {args.out}")
+    write_summary(args.out, summary)
     return 0
 
 

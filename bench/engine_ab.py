@@ -19,7 +19,6 @@ batches, as `core_ab.py` uses).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -33,7 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "bench") not in sys.path:
     sys.path.insert(0, str(ROOT / "bench"))
 
-from core_ab import AB_BATCHES, build_in_worktree, resolve, this_build  # noqa: E402
+from core_ab import (  # noqa: E402
+    AB_BATCHES,
+    build_in_worktree,
+    resolve,
+    this_build,
+    write_summary,
+)
 
 EXAMPLE = "examples/bench_engine"
 MODES = {"fresh": {}, "reserved": {"BENCH_RESERVE": "1"}}
@@ -147,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{median:.3f} / {mean:.3f} ({min(values):.3f}-{max(values):.3f})")
             print(f"  {mode + ' ' + figure:28}" + "".join(f"{cell:>34}" for cell in cells))
     print("  (median / mean (range))")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"  written {args.out}")
+    write_summary(args.out, summary)
     return 0
 
 
