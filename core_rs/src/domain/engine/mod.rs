@@ -475,16 +475,16 @@ impl Engine {
                 st.orders.remove(&key);
             }
             Undo::Stock(sku, prior) => {
-                let cells = &mut st.skus.value_mut(sku).cells;
-                match cells.iter().position(|c| c.loc == prior.loc) {
-                    Some(i) => cells[i] = prior,
-                    None => cells.push(prior),
+                let entry = st.skus.value_mut(sku);
+                match entry.cell_mut(prior.loc) {
+                    Some(cell) => *cell = prior,
+                    None => entry.cells.push(prior),
                 }
             }
             Undo::StockCreated(sku, loc) => {
-                let cells = &mut st.skus.value_mut(sku).cells;
-                if let Some(i) = cells.iter().position(|c| c.loc == loc) {
-                    cells.remove(i);
+                let entry = st.skus.value_mut(sku);
+                if let Some(i) = entry.position(loc) {
+                    entry.cells.remove(i);
                 }
             }
             Undo::Location(loc, prior) => {
@@ -886,8 +886,10 @@ fn write_stock_row(
     change: impl FnOnce(&mut StockCell),
 ) -> StockCell {
     let first_epoch = log.first_epoch;
-    let cells = &mut skus.value_mut(sku).cells;
-    let (index, created) = match cells.iter().position(|c| c.loc == loc) {
+    let entry = skus.value_mut(sku);
+    let position = entry.position(loc);
+    let cells = &mut entry.cells;
+    let (index, created) = match position {
         Some(i) => (i, false),
         None => {
             log.undo.push(Undo::StockCreated(sku, loc));
