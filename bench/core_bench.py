@@ -327,6 +327,19 @@ def write_framed(path: Path, batches: list[bytes]) -> None:
             out.write(data)
 
 
+def read_framed(path: Path) -> list[bytes]:
+    """The batches of a file `write_framed` wrote."""
+    data = path.read_bytes()
+    batches, at = [], 0
+    while at < len(data):
+        (length,) = struct.unpack_from("<I", data, at)
+        batches.append(data[at + 4 : at + 4 + length])
+        at += 4 + length
+    if at != len(data):
+        raise ValueError(f"{path}: the last batch is cut short")
+    return batches
+
+
 def dump_batches(directory: Path, setup_batches: list[bytes], timed: list[bytes]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     write_framed(directory / "setup.bin", setup_batches)

@@ -223,6 +223,28 @@ def test_engine_ab_reads_every_figure_of_a_real_replay(tmp_path: Path) -> None:
         engine_ab.parse_run("apply (decode): 1.0 s\nCPU: 1.0 s user (x), 0.1 s system (y)\n")
 
 
+def test_served_locations_tallies_a_dumped_workload(tmp_path: Path) -> None:
+    """`bench/served_locations.py` replays a dump and prints, for the batches it
+    reports, shares of the orders by serving location that add up to about 100 %."""
+    dump = tmp_path / "batches"
+    args = ["--skus", "500", "--batch-size", "64", "--seconds", "0.001", "--batches", "5"]
+    args += ["--reference-batches", "1", "--out", str(tmp_path / "core.json")]
+    run_core_bench([*args, "--dump-batches", str(dump)])
+    completed = subprocess.run(
+        [sys.executable, str(BENCH / "served_locations.py"), str(dump), "--every", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = completed.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["batch 0", "batch 2", "batch 4"]
+    for line in lines:
+        shares = [int(part.split()[-2]) for part in line.split(": ")[1].split(", ")]
+        assert 97 <= sum(shares) <= 103, line
+
+
 def run_core_bench(args: list[str]) -> None:
     """Runs bench/core_bench.py with `args`; it must succeed."""
     completed = subprocess.run(
