@@ -147,15 +147,23 @@ def test_report_renders_markdown_and_png(tmp_path: Path) -> None:
 def test_core_bench_runs_and_checks_its_outputs(tmp_path: Path) -> None:
     """A tiny run of `make bench-core`'s script: it must finish, write the fields the
     issue asks for, and find the Rust outputs equal to the reference model's and the
-    reserved run's equal to the fresh run's. The batches it dumps for bench_engine's
-    replay are exactly the ones it timed."""
+    reserved run's equal to the fresh run's. The speedup divides by the median of the
+    fresh engines' times on the reference's batches. The batches it dumps for
+    bench_engine's replay are exactly the ones it timed."""
     out = tmp_path / "core.json"
     dump = tmp_path / "batches"
     args = ["--skus", "2000", "--batch-size", "256", "--seconds", "0.2"]
     args += ["--reference-batches", "1", "--out", str(out), "--dump-batches", str(dump)]
+    args += ["--speedup-runs", "3"]
     run_core_bench(args)
     result = json.loads(out.read_text())
     assert result["workload"]["spec"]["skus"] == 2000
+    reference = result["reference"]
+    assert len(reference["rust_seconds_runs"]) == 3
+    assert reference["rust_seconds_same_batches"] == sorted(reference["rust_seconds_runs"])[1]
+    assert result["speedup_vs_reference"] == pytest.approx(
+        reference["seconds"] / reference["rust_seconds_same_batches"]
+    )
     for key in ("orders_per_s", "lines_per_s", "speedup_vs_reference"):
         assert result[key] > 0, key
     assert result["reference"]["outputs_match"] is True
