@@ -29,6 +29,25 @@ pub enum Undo {
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<Undo>() == 48);
 
+/// Appends the record `make` builds to an undo log, building it in the log's
+/// own memory after the capacity check.
+///
+/// `log.push(Undo::…)` built the 48-byte record on the stack before the
+/// check, with stores of 4, 8 and 16 bytes, and then copied it with 16-byte
+/// loads that straddled those stores: such a load cannot take its bytes
+/// from the store buffer and waits until the stores have retired. A time
+/// profile of the standard replay put about 4 % of all samples on those
+/// loads, after the stock-row and created-order records of `create`.
+#[inline(always)]
+pub fn push_undo(log: &mut Vec<Undo>, make: impl FnOnce() -> Undo) {
+    log.reserve(1);
+    let len = log.len();
+    log.spare_capacity_mut()[0].write(make());
+    // SAFETY: `reserve(1)` left room for one more record, and the slot at
+    // `len` (the first spare one) was initialised just above.
+    unsafe { log.set_len(len + 1) };
+}
+
 /// What one batch changed: its undo log and the rows it touched, in
 /// first-touch order.
 #[derive(Debug, Clone, Default)]
@@ -68,4 +87,26 @@ pub struct Savepoint {
     pub changed_locations: usize,
     pub changed_regions: usize,
     pub next_queue_seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records land in order whether the log has spare room or must grow
+    /// first (a full log, and one that never had memory).
+    #[test]
+    fn push_undo_appends_in_order_through_growth() {
+        let mut log: Vec<Undo> = Vec::new();
+        for i in 0..100u32 {
+            if i % 7 == 0 {
+                log.shrink_to_fit(); // len == capacity: the next push must grow.
+            }
+            push_undo(&mut log, || Undo::StockCreated(i, i + 1));
+        }
+        assert_eq!(log.len(), 100);
+        for (i, op) in (0u32..).zip(&log) {
+            assert!(matches!(op, Undo::StockCreated(s, l) if *s == i && *l == i + 1));
+        }
+    }
 }

@@ -166,7 +166,7 @@ impl Engine {
         if let Some(at) = expire_ms {
             self.state.expiry.add(at, key);
         }
-        self.log.undo.push(Undo::Created(key, expire_ms));
+        push_undo(&mut self.log.undo, || Undo::Created(key, expire_ms));
         if status == Status::Backordered {
             for i in 0..self.scratch_short.len() {
                 let line = self.scratch_short[i].line;

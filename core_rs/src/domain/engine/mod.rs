@@ -31,7 +31,7 @@ use super::ids::{
 };
 use super::limits::*;
 use super::model::*;
-use super::undo::{BatchLog, Savepoint, Undo};
+use super::undo::{push_undo, BatchLog, Savepoint, Undo};
 
 /// Receives what a batch produces while it is applied. The codec implements
 /// it by encoding immediately, so an order is serialised once per change and
@@ -892,7 +892,7 @@ fn write_stock_row(
     let (index, created) = match position {
         Some(i) => (i, false),
         None => {
-            log.undo.push(Undo::StockCreated(sku, loc));
+            push_undo(&mut log.undo, || Undo::StockCreated(sku, loc));
             cells.push(StockCell {
                 on_hand: 0,
                 reserved: 0,
@@ -909,7 +909,7 @@ fn write_stock_row(
     let mut first_in_batch = false;
     if cell.touch.epoch != epoch {
         if !created {
-            log.undo.push(Undo::Stock(sku, *cell));
+            push_undo(&mut log.undo, || Undo::Stock(sku, *cell));
         }
         if cell.touch.epoch >= first_epoch {
             // Already in this batch's changed list.
