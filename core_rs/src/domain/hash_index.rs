@@ -194,8 +194,10 @@ pub fn prefetch_lines<T>(values: &[T], lines: usize) {
     }
 }
 
+/// Prefetches the cache line holding `address`. Only a hint: the address
+/// may be memory not initialised (or not even mapped) yet.
 #[inline]
-fn prefetch_address(address: *const u8) {
+pub fn prefetch_address(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

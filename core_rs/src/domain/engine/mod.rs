@@ -196,6 +196,10 @@ const WARM_AHEAD: usize = 16;
 /// the rows of its first two or three locations (rows are 40 bytes).
 const WARM_ROW_LINES: usize = 2;
 
+/// Creates ahead whose order slot a create prefetches: a few orders'
+/// worth of work covers a memory access.
+const SLOT_PREFETCH_AHEAD: usize = 8;
+
 /// A batch starting at this touch epoch or later first renumbers every
 /// touch ([`Engine::renumber_epochs`]). Half the range: a batch advances the
 /// epoch by one plus one per savepoint (ALL_OR_NOTHING batch create), far
@@ -906,25 +910,31 @@ fn write_stock_row(
         }
     };
     let cell = &mut cells[index];
+    // The new row is built in registers and stored once. Changing the row in
+    // place and then reading it back (`let after = *cell`) read 16 bytes
+    // across the narrower stores just made, which the store buffer cannot
+    // forward: the read waited for the stores to retire.
+    let before = *cell;
+    let mut after = before;
     let mut first_in_batch = false;
-    if cell.touch.epoch != epoch {
+    if before.touch.epoch != epoch {
         if !created {
-            push_undo(&mut log.undo, || Undo::Stock(sku, *cell));
+            push_undo(&mut log.undo, || Undo::Stock(sku, before));
         }
-        if cell.touch.epoch >= first_epoch {
+        if before.touch.epoch >= first_epoch {
             // Already in this batch's changed list.
-            cell.touch.epoch = epoch;
+            after.touch.epoch = epoch;
         } else {
-            cell.touch = Touch {
+            after.touch = Touch {
                 epoch,
                 index: log.changed_stock.len() as u32,
             };
             first_in_batch = true;
         }
     }
-    change(cell);
-    cell.version += 1;
-    let after = *cell;
+    change(&mut after);
+    after.version += 1;
+    *cell = after;
     if first_in_batch {
         log.changed_stock.push((sku, loc));
         log.stock_values.push(after);
