@@ -6,9 +6,10 @@
 Wall time on the development VM moves by a third within hours, so figures taken at
 different times do not compare. This builds the engine extension of each commit (a
 detached git worktree, `cargo build --release --lib --features python`), then runs
-`bench/core_bench.py --engine-module` for BASE, HEAD, BASE, HEAD, ... with the current
-harness and workload, the same number of batches each time (`--batches`), and prints
-the median and range of each figure per commit.
+`bench/core_bench.py --engine-module` for BASE, HEAD, HEAD, BASE, BASE, HEAD, ... (each
+round in the other order than the one before, so neither build always runs first)
+with the current harness and workload, the same number of batches each time
+(`--batches`), and prints the median and range of each figure per commit.
 HEAD defaults to the working tree's build (`server._engine`, from `make build`).
 Both commits must have the current engine API (`Engine.reserve_orders`, ...).
 """
@@ -79,6 +80,15 @@ def build_in_worktree(commit: str, work: Path, cargo_args: list[str], artifact: 
         )
 
 
+def round_order(names: list[str], run: int) -> list[str]:
+    """The order of the builds in round `run` (from 1): as given in odd rounds,
+    reversed in even ones. In one series of replays in a fixed order, the build that
+    ran first in a round was the slower in all 6 rounds on the development VM (the
+    cause was not found); alternating the order spreads such position effects over
+    both builds."""
+    return names if run % 2 == 1 else names[::-1]
+
+
 def build_engine(commit: str, work: Path) -> Path:
     """The engine extension of `commit` (its lib_engine.so)."""
     return build_in_worktree(commit, work, ["--lib", "--features", "python"], "lib_engine.so")
@@ -146,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         builds[head] = build_engine(head, work) if args.head else None
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in builds}
         for run in range(1, args.runs + 1):
-            for name, module in builds.items():
+            for name in round_order(list(builds), run):
+                module = builds[name]
                 out = work / f"{name}-{run}.json"
                 command = [
                     sys.executable,

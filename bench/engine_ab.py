@@ -6,10 +6,11 @@
 alone, on exactly the batches `make bench-core` times: `bench_engine` with
 `BENCH_REPLAY` (see docs/engine.md, Performance). It builds the `bench_engine`
 example of BASE in a detached worktree and of the working tree, then runs the two
-alternately, each round once on a fresh engine and once with the order store reserved
-(`BENCH_RESERVE=1`), pinned to CPU 0. It prints the median, mean and range of the
-apply time, of the median batch time (which a short disturbance of the VM does not
-move) and of user and system CPU, per build and mode.
+alternately (each round in the other order than the one before), each round once on
+a fresh engine and once with the order store reserved (`BENCH_RESERVE=1`), pinned to
+CPU 0. It prints the median, mean and range of the apply time, of the median batch
+time (which a short disturbance of the VM does not move) and of user and system CPU,
+per build and mode.
 
 The replayed batches come from `--replay DIR` (written by `core_bench.py
 --dump-batches DIR`), or are dumped once into a temporary directory first (644
@@ -36,6 +37,7 @@ from core_ab import (  # noqa: E402
     AB_BATCHES,
     build_in_worktree,
     resolve,
+    round_order,
     this_build,
     write_summary,
 )
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             name: {mode: [] for mode in MODES} for name in builds
         }
         for run in range(1, args.runs + 1):
-            for name, binary in builds.items():
+            for name in round_order(list(builds), run):
+                binary = builds[name]
                 for mode, mode_env in MODES.items():
                     print(f"engine_ab: round {run}/{args.runs}: {name}, {mode}", file=sys.stderr)
                     results[name][mode].append(run_once(binary, replay, mode_env))

@@ -211,6 +211,14 @@ def test_core_bench_applies_exactly_the_batches_asked_for(tmp_path: Path) -> Non
     assert result["batches_requested"] == 7
 
 
+def test_comparisons_alternate_which_build_runs_first() -> None:
+    """`core_ab` and `engine_ab` run the builds in the other order every round."""
+    from core_ab import round_order
+
+    orders = [round_order(["base", "head"], run) for run in range(1, 5)]
+    assert orders == [["base", "head"], ["head", "base"], ["base", "head"], ["head", "base"]]
+
+
 def test_engine_ab_reads_every_figure_of_a_real_replay(tmp_path: Path) -> None:
     """`bench/engine_ab.py` parses what `bench_engine` prints: this builds the working
     tree's bench_engine, replays a tiny dump of the standard workload through it in both
