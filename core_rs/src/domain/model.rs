@@ -909,6 +909,14 @@ const ORDER_SLOT_LINES: usize = std::mem::size_of::<Order>().div_ceil(CACHE_LINE
 const CHUNK_BITS: u32 = 14;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
+/// An empty chunk of the order store, backed by small pages (see
+/// [`crate::memory::prefer_small_pages`]).
+fn new_chunk() -> Vec<Order> {
+    let chunk = Vec::with_capacity(CHUNK);
+    crate::memory::prefer_small_pages(&chunk);
+    chunk
+}
+
 fn split(slot: u32) -> (usize, usize) {
     ((slot >> CHUNK_BITS) as usize, slot as usize & (CHUNK - 1))
 }
@@ -986,7 +994,7 @@ impl OrderStore {
         // reserved (allocated, empty).
         let (chunk, _) = split(slot);
         if chunk == self.chunks.len() {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+            self.chunks.push(new_chunk());
         }
         let orders = &mut self.chunks[chunk];
         // A chunk is allocated with room for CHUNK orders and never holds
@@ -1063,7 +1071,7 @@ impl OrderStore {
         self.index.reserve(want);
         let mut capacity: usize = self.chunks.iter().map(Vec::capacity).sum();
         while capacity < want {
-            let mut chunk: Vec<Order> = Vec::with_capacity(CHUNK);
+            let mut chunk = new_chunk();
             pre_touch(&mut chunk);
             capacity += chunk.capacity();
             self.chunks.push(chunk);
@@ -1463,6 +1471,25 @@ mod tests {
         }
         assert_eq!(store.len(), CHUNK + 3);
         assert!((0..(CHUNK as u128 + 3)).all(|k| store.get(&k).is_some_and(|o| o.key == k)));
+    }
+
+    /// The order store's chunks, grown or reserved, are backed by small
+    /// pages (`memory::prefer_small_pages`).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn order_store_chunks_prefer_small_pages() {
+        use crate::memory::tests::marked_for_small_pages;
+        let inside =
+            |chunk: &Vec<Order>| chunk.as_ptr() as usize + CHUNK / 2 * std::mem::size_of::<Order>();
+        let mut grown = OrderStore::default();
+        grown.insert_new(1, order(1));
+        assert!(marked_for_small_pages(inside(&grown.chunks[0])));
+        let mut reserved = OrderStore::default();
+        reserved.reserve(2 * CHUNK);
+        assert!(reserved
+            .chunks
+            .iter()
+            .all(|c| marked_for_small_pages(inside(c))));
     }
 
     fn check_order_store(mut store: OrderStore) {
