@@ -257,15 +257,7 @@ def calibrate(
     engine_module: Any, setup_batches: list[bytes], source: BatchSource, count: int
 ) -> float:
     """Batches per second of the Rust engine on the first batches (throwaway engine)."""
-    engine = engine_module.Engine()
-    setup(engine, setup_batches, "calibration")
-    total = 0.0
-    for batch in source.batches[:count]:
-        t0 = time.perf_counter()
-        out = engine.apply(batch.data)
-        total += time.perf_counter() - t0
-        engine.commit(out.batch_seq)
-    return count / total
+    return count / time_first_batches(engine_module, setup_batches, source, count, "calibration")
 
 
 def run_reference(
@@ -358,11 +350,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def time_first_batches(
-    engine_module: Any, setup_batches: list[bytes], source: BatchSource, count: int, run: int
+    engine_module: Any, setup_batches: list[bytes], source: BatchSource, count: int, label: str
 ) -> float:
     """Apply time of the first `count` batches on a fresh engine after setup."""
     engine = engine_module.Engine()
-    setup(engine, setup_batches, f"rust, speedup run {run}")
+    setup(engine, setup_batches, label)
     quiesce_gc()
     total = 0.0
     for batch in source.batches[:count]:
@@ -471,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     k_lines = sum(b.lines for b in source.batches[:k])
     # Run 1's first K batches, and the same K on further fresh engines.
     rust_k_times = [sum(times[:k])] + [
-        time_first_batches(engine_module, setup_batches, source, k, run)
+        time_first_batches(engine_module, setup_batches, source, k, f"rust, speedup run {run}")
         for run in range(2, args.speedup_runs + 1)
     ]
     rust_k_time = statistics.median(rust_k_times)
