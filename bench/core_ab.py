@@ -82,10 +82,8 @@ def build_in_worktree(commit: str, work: Path, cargo_args: list[str], artifact: 
 
 def round_order(names: list[str], run: int) -> list[str]:
     """The order of the builds in round `run` (from 1): as given in odd rounds,
-    reversed in even ones. In one series of replays in a fixed order, the build that
-    ran first in a round was the slower in all 6 rounds on the development VM (the
-    cause was not found); alternating the order spreads such position effects over
-    both builds."""
+    reversed in even ones. In a fixed order the position in a round cannot be told
+    apart from the build; alternating spreads any position effect over both builds."""
     return names if run % 2 == 1 else names[::-1]
 
 
