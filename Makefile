@@ -155,6 +155,11 @@ bench-core-ab: build ## the engine of BASE=<commit> against this build, interlea
 	@test -n "$(BASE)" || { echo "usage: make bench-core-ab BASE=<commit> [RUNS=3]"; exit 2; }
 	$(PY) bench/core_ab.py $(BASE) --runs $(or $(RUNS),3)
 
+.PHONY: bench-batch-ab
+bench-batch-ab: build ## BASE=<commit or .so> against this build, batch by batch in one process
+	@test -n "$(BASE)" || { echo "usage: make bench-batch-ab BASE=<commit or .so> [HEAD=<commit or .so>]"; exit 2; }
+	$(PY) bench/batch_ab.py $(BASE) $(HEAD)
+
 .PHONY: bench-engine-ab
 bench-engine-ab: build ## BASE=<commit>'s bench_engine against this tree's, alternating replays of the standard workload
 	@test -n "$(BASE)" || { echo "usage: make bench-engine-ab BASE=<commit> [RUNS=6]"; exit 2; }

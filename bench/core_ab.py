@@ -51,9 +51,11 @@ FIGURES: list[tuple[str, tuple[str, ...], float, str]] = [
 ]
 
 
-def build_in_worktree(commit: str, work: Path, cargo_args: list[str], artifact: str) -> Path:
-    """Runs `cargo build --release <cargo_args>` on `commit` in a detached worktree under
-    `work` and returns a copy of `artifact` (a path under the target's release
+def build_in_worktree(
+    commit: str, work: Path, cargo_args: list[str], artifact: str, subcommand: str = "build"
+) -> Path:
+    """Runs `cargo <subcommand> --release <cargo_args>` on `commit` in a detached worktree
+    under `work` and returns a copy of `artifact` (a path under the target's release
     directory), named after the commit."""
     tree = work / f"tree-{commit}"
     target = work / f"target-{commit}"
@@ -66,7 +68,7 @@ def build_in_worktree(commit: str, work: Path, cargo_args: list[str], artifact: 
     try:
         print(f"building {artifact} of {commit}", file=sys.stderr)
         subprocess.run(
-            ["cargo", "build", "--quiet", "--release", *cargo_args],
+            ["cargo", subcommand, "--quiet", "--release", *cargo_args],
             cwd=tree,
             env={**os.environ, "CARGO_TARGET_DIR": str(target)},
             check=True,
@@ -88,8 +90,18 @@ def round_order(names: list[str], run: int) -> list[str]:
 
 
 def build_engine(commit: str, work: Path) -> Path:
-    """The engine extension of `commit` (its lib_engine.so)."""
-    return build_in_worktree(commit, work, ["--lib", "--features", "python"], "lib_engine.so")
+    """The engine extension of `commit` (its lib_engine.so), built as `make build`'s
+    maturin builds it: the cdylib alone. `cargo build --lib` also builds the rlib,
+    which gave different machine code (1.4 % more text) and, in one-process A/A runs
+    of bench/batch_ab.py, an engine 2-9 % faster than the one `make build` makes, so a
+    comparison with the working tree's build was biased by how each was built."""
+    return build_in_worktree(
+        commit,
+        work,
+        ["-p", "core_rs", "--lib", "--features", "python", "--crate-type", "cdylib"],
+        "lib_engine.so",
+        subcommand="rustc",
+    )
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:

@@ -283,3 +283,82 @@ def read_framed(data: bytes) -> list[bytes]:
         at += 4 + length
     assert at == len(data)
     return batches
+
+
+def test_batch_ab_runs_two_builds_in_one_process(tmp_path: Path) -> None:
+    """`bench/batch_ab.py` loads two builds of the engine (here two copies of the built
+    one, under other names) into one process, applies every batch to both in both modes,
+    finds their outputs equal and reports a per-batch time ratio for each mode."""
+    import server._engine as built
+
+    copies = []
+    for name in ("base.so", "head.so"):
+        copies.append(tmp_path / name)
+        shutil.copy(built.__file__, copies[-1])
+    out = tmp_path / "batch_ab.json"
+    args = [str(BENCH / "batch_ab.py"), *map(str, copies), "--batches", "6"]
+    args += ["--skus", "500", "--batch-size", "64", "--out", str(out)]
+    subprocess.run([sys.executable, *args], cwd=ROOT, check=True, capture_output=True)
+    result = json.loads(out.read_text())
+    assert set(result["modes"]) == {"fresh", "reserved"}
+    for mode in result["modes"].values():
+        assert mode["batches"] == 6 and mode["output_mismatches"] == 0
+        ratio = mode["head_over_base"]
+        low, high = ratio["geometric_mean_95"]
+        assert 0 < low <= ratio["geometric_mean"] <= high
+        assert set(mode["builds"]) == {str(c) for c in copies}
+
+
+class _FakeOutput:
+    def __init__(self, seq: int, payload: bytes) -> None:
+        self.batch_seq, self._payload = seq, payload
+
+    def encode(self) -> bytes:
+        return self._payload
+
+
+class _FakeEngine:
+    """An engine whose output is the batch's bytes, plus `suffix` from batch `from_batch`
+    on: two builds that disagree from some batch on."""
+
+    def __init__(self, log: list[str], name: str, suffix: bytes = b"", from_batch: int = 0) -> None:
+        self.log, self.name = log, name
+        self.suffix, self.from_batch, self.applied, self.reserved = suffix, from_batch, 0, 0
+
+    def apply(self, data: bytes) -> _FakeOutput:
+        self.log.append(self.name)
+        self.applied += 1
+        extra = self.suffix if self.applied > self.from_batch else b""
+        return _FakeOutput(self.applied, data + extra)
+
+    def commit(self, seq: int) -> None:
+        assert seq == self.applied
+
+    def reserve_orders(self, orders: int) -> None:
+        self.reserved = orders
+
+
+def test_batch_ab_counts_batches_whose_outputs_differ() -> None:
+    """Two builds whose outputs differ from the third batch on: `run_mode` counts the
+    differing batches, applies every batch once to each, alternating which goes first,
+    and reserves the run's orders (with slack) in the reserved mode."""
+    import batch_ab
+    from workloads import StandardWorkload, WorkloadSpec
+
+    workload = StandardWorkload(WorkloadSpec(skus=200, batch_size=16))
+    source = batch_ab.BatchSource(workload)
+    source.ensure(5)
+    log: list[str] = []
+    engines = iter([_FakeEngine(log, "base"), _FakeEngine(log, "head", b"!", from_batch=2)])
+    modules = {
+        "base": type("M", (), {"Engine": lambda: next(engines)}),
+        "head": type("M", (), {"Engine": lambda: next(engines)}),
+    }
+    base, head, mismatches = batch_ab.run_mode("reserved", modules, [], source, 5, True)
+    assert mismatches == 3
+    assert len(base.seconds) == len(head.seconds) == 5
+    assert log == ["base", "head", "head", "base"] * 2 + ["base", "head"]
+    assert base.engine.reserved == head.engine.reserved >= 5 * 16
+    summary = batch_ab.summarise(base, head, lines=100, seed=1)
+    assert summary["batches"] == 5
+    assert summary["builds"]["base"]["apply_s"] == pytest.approx(sum(base.seconds))
