@@ -48,8 +48,8 @@ $(SETUP_STAMP): pyproject.toml clients/python/pyproject.toml bench/requirements.
 setup: $(SETUP_STAMP) ## create .venv with every Python dependency
 
 .PHONY: build
-build: setup ## build the Rust engine into the Python package (server._engine)
-	maturin develop --release --skip-install --quiet 2>&1 | grep -v '^📦\|^🔗\|^🐍\|^⚠️  Warning: You.*' || true
+build: setup ## build the Rust engine into server._engine, profile-guided (PGO=0: plain, quicker to build)
+	PGO=$(or $(PGO),1) bash deploy/build_engine.sh
 	@$(PY) -c 'import server._engine' || { echo "error: server._engine did not build"; exit 1; }
 
 .PHONY: gen

@@ -362,3 +362,14 @@ def test_batch_ab_counts_batches_whose_outputs_differ() -> None:
     summary = batch_ab.summarise(base, head, lines=100, seed=1)
     assert summary["batches"] == 5
     assert summary["builds"]["base"]["apply_s"] == pytest.approx(sum(base.seconds))
+
+
+def test_pgo_training_runs_the_engine_it_is_given(tmp_path: Path) -> None:
+    """`bench/pgo_train.py` (the training run of `make build`'s profile-guided build)
+    applies the workload to the build at the path it is given and exits cleanly."""
+    import server._engine as built
+
+    module = tmp_path / "lib_engine.so"
+    shutil.copy(built.__file__, module)
+    args = [str(BENCH / "pgo_train.py"), str(module), "--batches", "2"]
+    subprocess.run([sys.executable, *args], cwd=ROOT, check=True, capture_output=True)
