@@ -48,8 +48,8 @@ $(SETUP_STAMP): pyproject.toml clients/python/pyproject.toml bench/requirements.
 setup: $(SETUP_STAMP) ## create .venv with every Python dependency
 
 .PHONY: build
-build: setup ## build the Rust engine into server._engine, profile-guided (PGO=0: plain, quicker to build)
-	PGO=$(or $(PGO),1) bash deploy/build_engine.sh
+build: setup ## build the Rust engine into the Python package (server._engine)
+	maturin develop --release --skip-install --quiet 2>&1 | grep -v '^📦\|^🔗\|^🐍\|^⚠️  Warning: You.*' || true
 	@$(PY) -c 'import server._engine' || { echo "error: server._engine did not build"; exit 1; }
 
 .PHONY: gen
@@ -159,6 +159,10 @@ bench-core-ab: build ## the engine of BASE=<commit> against this build, interlea
 bench-batch-ab: build ## BASE=<commit or .so> against this build, batch by batch in one process
 	@test -n "$(BASE)" || { echo "usage: make bench-batch-ab BASE=<commit or .so> [HEAD=<commit or .so>]"; exit 2; }
 	$(PY) bench/batch_ab.py $(BASE) $(HEAD)
+
+.PHONY: bench-pgo-ab
+bench-pgo-ab: setup ## a profile-guided build of the engine against a plain one, batch by batch (~8 min)
+	bash bench/pgo_ab.sh
 
 .PHONY: bench-engine-ab
 bench-engine-ab: build ## BASE=<commit>'s bench_engine against this tree's, alternating replays of the standard workload

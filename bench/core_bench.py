@@ -144,15 +144,6 @@ def import_engine(path: Path | None = None) -> Any:
     return module
 
 
-def engine_build(path: Path | None) -> str | None:
-    """How `make build` built server._engine (deploy/build_engine.sh records it:
-    profile-guided or plain); None for another build given by path."""
-    record = ROOT / "target" / "engine-build.txt"
-    if path is not None or not record.exists():
-        return None
-    return record.read_text().strip()
-
-
 class BatchSource:
     """The workload's create batches, encoded ahead of time and kept for reuse."""
 
@@ -512,7 +503,6 @@ def main(argv: list[str] | None = None) -> int:
         "git": git_commit(),
         # The file the engine was loaded from (another build with --engine-module).
         "engine_module": str(getattr(engine_module, "__file__", "")),
-        "engine_build": engine_build(args.engine_module),
         "machine": machine_info(),
         "cpu_pinning": pinning,
         "workload": {"description": spec.describe(), "spec": spec.as_dict()},
@@ -578,7 +568,6 @@ def main(argv: list[str] | None = None) -> int:
     print("core benchmark (time of Engine.apply: decode + domain + encode)")
     print(row("machine", f"{result['machine']['cpu_model']}, {pinning}"))
     print(row("workload", spec.describe()))
-    print(row("engine build", result["engine_build"] or "unknown (--engine-module)"))
     print(row("rust batches / orders / lines", f"{n} / {orders:,} / {lines:,}"))
     print(row("rust apply time", f"{total:.3f} s"))
     print(row("rust orders/s", f"{orders / total:,.0f}"))

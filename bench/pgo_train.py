@@ -1,4 +1,4 @@
-"""The training run of the engine's profile-guided build (deploy/build_engine.sh).
+"""The training run of a profile-guided build of the engine (bench/pgo_ab.sh).
 
     python bench/pgo_train.py ENGINE_SO [--batches N] [--seed S]
 

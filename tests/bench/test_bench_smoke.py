@@ -365,7 +365,7 @@ def test_batch_ab_counts_batches_whose_outputs_differ() -> None:
 
 
 def test_pgo_training_runs_the_engine_it_is_given(tmp_path: Path) -> None:
-    """`bench/pgo_train.py` (the training run of `make build`'s profile-guided build)
+    """`bench/pgo_train.py` (the training run of the profile-guided build in `bench/pgo_ab.sh`)
     applies the workload to the build at the path it is given and exits cleanly."""
     import server._engine as built
 
