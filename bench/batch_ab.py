@@ -41,6 +41,7 @@ if str(ROOT / "bench") not in sys.path:
 from core_ab import AB_BATCHES, build_engine, resolve, this_build, write_summary  # noqa: E402
 from core_bench import (  # noqa: E402
     BatchSource,
+    add_workload_size_arguments,
     import_engine,
     pin_to_one_core,
     progress,
@@ -185,19 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         help="let BASE and HEAD be one commit: an A/A run, which shows the method's own bias",
     )
     parser.add_argument("--seed", type=int, default=1, help="the workload's seed")
-    defaults = WorkloadSpec()
-    parser.add_argument(
-        "--skus",
-        type=int,
-        default=defaults.skus,
-        help="SKU count (the standard workload's; smaller only for smoke runs)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        help="orders per batch (the standard workload's; smaller only for smoke runs)",
-    )
+    add_workload_size_arguments(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "batch_ab.json")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]

@@ -365,6 +365,23 @@ def time_first_batches(
     return total
 
 
+def add_workload_size_arguments(parser: argparse.ArgumentParser) -> None:
+    """--skus and --batch-size: the standard workload's by default, smaller for smoke runs."""
+    defaults = WorkloadSpec()
+    parser.add_argument(
+        "--skus",
+        type=int,
+        default=defaults.skus,
+        help="SKU count (the standard workload's; smaller only for smoke runs)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="orders per batch (the standard workload's; smaller only for smoke runs)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -389,19 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         help="fresh Rust engines timed on the reference's batches; the speedup uses their median",
     )
     parser.add_argument("--seed", type=int, default=1)
-    defaults = WorkloadSpec()
-    parser.add_argument(
-        "--skus",
-        type=int,
-        default=defaults.skus,
-        help="SKU count (the standard workload's; smaller only for smoke runs)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        help="orders per batch (the standard workload's; smaller only for smoke runs)",
-    )
+    add_workload_size_arguments(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "core.json")
     parser.add_argument(
         "--engine-module",
