@@ -1,20 +1,22 @@
-"""Compare two builds of the engine batch by batch, in one process.
+"""Compare builds of the engine batch by batch, in one process.
 
-    python bench/batch_ab.py BASE [HEAD] [--batches N] [--modes fresh,reserved]
-                             [--out bench/results/batch_ab.json]
+    python bench/batch_ab.py BASE [HEAD] [--also REF ...] [--batches N]
+                             [--modes fresh,reserved] [--out bench/results/batch_ab.json]
 
 `bench/core_ab.py` alternates whole `core_bench` runs, each ~10 s; on the development
 VM the speed of the same run moves by a third within minutes, so a small change needs
-many runs to show. This loads both builds of the engine extension into one process
-(BASE from a detached worktree, HEAD the working tree's `make build` unless given),
-gives each its own engine with the same setup, and applies every timed batch of the
-standard workload to both, one right after the other (BASE first on even batches,
-HEAD first on odd ones). Both applies of a batch run within ~10 ms of each other, so a
-slow stretch of the VM lands on both: the figure is the per-batch ratio of HEAD's
-apply time to BASE's, summarised by its median and geometric mean with a bootstrap
-95 % interval over batches. Outputs of both builds are compared byte for byte.
+many runs to show. This loads the builds of the engine extension into one process
+(BASE from a detached worktree, HEAD the working tree's `make build` unless given;
+each may also be a .so file), gives each its own engine with the same setup, and
+applies every timed batch of the standard workload to each, one right after the other,
+in rotation (batch i starts with build i mod n). All applies of a batch run within
+tens of ms, so a slow stretch of the VM lands on all of them: the figure is the
+per-batch ratio of each build's apply time to BASE's, summarised by its median and
+geometric mean with a bootstrap 95 % interval over batches. Outputs are compared
+with BASE's byte for byte. With `--also`, three or more builds in one run show whether
+pairwise ratios compose (separate runs have disagreed by ~10 %: docs/engine.md).
 
-Two engines share the CPU caches and the memory bandwidth, so absolute figures here
+The engines share the CPU caches and the memory bandwidth, so absolute figures here
 are lower than `core_bench`'s; the ratio is what this is for. A change that relies
 on the caches holding more of one engine's state may show less here than alone:
 confirm with `make bench-core-ab`.
@@ -91,19 +93,29 @@ def bootstrap_interval(log_ratios: list[float], seed: int) -> tuple[float, float
     return math.exp(low), math.exp(high)
 
 
-def summarise(base: Side, head: Side, lines: int, seed: int) -> dict[str, Any]:
-    """The comparison of one mode: totals per build and the per-batch ratio."""
-    log_ratios = [math.log(h / b) for b, h in zip(base.seconds, head.seconds, strict=True)]
+def ratio_summary(base: Side, other: Side, seed: int) -> dict[str, Any]:
+    """Per-batch apply time of `other` over `base`: median, geometric mean with its
+    bootstrap interval, and the share of batches `other` was faster on."""
+    log_ratios = [math.log(o / b) for b, o in zip(base.seconds, other.seconds, strict=True)]
     low, high = bootstrap_interval(log_ratios, seed)
     ratios = [math.exp(r) for r in log_ratios]
     return {
-        "batches": len(ratios),
-        "head_over_base": {
-            "median": statistics.median(ratios),
-            "geometric_mean": math.exp(statistics.fmean(log_ratios)),
-            "geometric_mean_95": [low, high],
-            "head_faster_share": sum(r < 1 for r in ratios) / len(ratios),
-        },
+        "median": statistics.median(ratios),
+        "geometric_mean": math.exp(statistics.fmean(log_ratios)),
+        "geometric_mean_95": [low, high],
+        "faster_share": sum(r < 1 for r in ratios) / len(ratios),
+    }
+
+
+def summarise(sides: list[Side], lines: int, seed: int) -> dict[str, Any]:
+    """The comparison of one mode: totals per build and each build's per-batch ratio
+    to the first (BASE); `head_over_base` is the second build's."""
+    base = sides[0]
+    over_base = {side.label: ratio_summary(base, side, seed) for side in sides[1:]}
+    return {
+        "batches": len(base.seconds),
+        "head_over_base": over_base[sides[1].label],
+        "over_base": over_base,
         "builds": {
             side.label: {
                 "apply_s": sum(side.seconds),
@@ -112,7 +124,7 @@ def summarise(base: Side, head: Side, lines: int, seed: int) -> dict[str, Any]:
                 "cpu_user_s": side.user,
                 "cpu_system_s": side.system,
             }
-            for side in (base, head)
+            for side in sides
         },
     }
 
@@ -124,31 +136,35 @@ def run_mode(
     source: BatchSource,
     batches: int,
     compare: bool,
-) -> tuple[Side, Side, int]:
-    """Applies `batches` timed batches to one engine of each build, alternately."""
-    base, head = (Side(label, module.Engine()) for label, module in modules.items())
-    for side in (base, head):
+) -> tuple[list[Side], int]:
+    """Applies `batches` timed batches to one engine of each build, in turn: batch i
+    starts with build i mod n, so each build goes first, second, ... equally often.
+    Returns the sides (BASE first) and how many batches' outputs differed from BASE's."""
+    sides = [Side(label, module.Engine()) for label, module in modules.items()]
+    for side in sides:
         setup(side.engine, setup_batches, f"{side.label} ({mode})")
     if mode == "reserved":
         orders = math.ceil(sum(b.orders for b in source.batches[:batches]) * RESERVE_SLACK)
-        for side in (base, head):
+        for side in sides:
             side.engine.reserve_orders(orders)
     quiesce_gc()
+    base, head = sides[0], sides[1]
     mismatches = 0
     for i, batch in enumerate(source.batches[:batches]):
-        order = (base, head) if i % 2 == 0 else (head, base)
+        first = i % len(sides)
         outs = {}
-        for side in order:
+        for side in sides[first:] + sides[:first]:
             out = side.apply(batch.data)
             side.engine.commit(out.batch_seq)
             outs[side.label] = out
-        if compare and outs[base.label].encode() != outs[head.label].encode():
-            mismatches += 1
+        if compare:
+            expected = outs[base.label].encode()
+            mismatches += any(outs[s.label].encode() != expected for s in sides[1:])
         if (i + 1) % 20 == 0 or i + 1 == batches:
             ratio = sum(head.seconds) / sum(base.seconds)
             progress(f"{mode}: batch {i + 1}/{batches}, head/base apply time {ratio:.3f}")
     progress_done(f"{mode}: {batches} batches on each build")
-    return base, head, mismatches
+    return sides, mismatches
 
 
 def built_module(ref: str | None) -> Path | None:
@@ -167,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "head", nargs="?", help="a commit or a .so file; default: the working tree's build"
+    )
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="a further build (commit or .so) run in the same rotation and compared with "
+        "BASE too: three builds in one run show whether pairwise ratios compose",
     )
     parser.add_argument(
         "--batches", type=int, default=AB_BATCHES, help="timed batches (default: %(default)s)"
@@ -227,24 +251,32 @@ def main(argv: list[str] | None = None) -> int:
         head_path = build_engine(head_commit, tmp / "head") if head_commit else head_so
         head_module = import_engine(head_path)
         modules = {base_name: base_module, head_name: head_module}
+        for k, ref in enumerate(args.also):
+            so = built_module(ref)
+            name = ref if so else resolve(ref)
+            if name in modules:
+                parser.error(f"{ref} is already one of the builds compared")
+            (tmp / f"also-{k}").mkdir()
+            modules[name] = import_engine(so or build_engine(name, tmp / f"also-{k}"))
         summary["base"], summary["head"] = base_name, head_name
+        summary["builds"] = list(modules)
         for mode in modes:
-            base, head, mismatches = run_mode(
+            sides, mismatches = run_mode(
                 mode, modules, setup_batches, source, args.batches, not args.no_compare
             )
-            result = summarise(base, head, lines, args.seed)
+            result = summarise(sides, lines, args.seed)
             result["output_mismatches"] = None if args.no_compare else mismatches
             summary["modes"][mode] = result
 
-    print(f"batch_ab: {head_name} against {base_name}, {args.batches} batches, alternating")
+    print(f"batch_ab: against {base_name}, {args.batches} batches, builds in rotation")
     for mode, result in summary["modes"].items():
-        r = result["head_over_base"]
-        low, high = r["geometric_mean_95"]
-        print(
-            f"  {mode:9} head/base apply time per batch: median {r['median']:.3f}, "
-            f"geometric mean {r['geometric_mean']:.3f} (95 % {low:.3f}-{high:.3f}), "
-            f"head faster on {r['head_faster_share']:.0%} of batches"
-        )
+        for label, r in result["over_base"].items():
+            low, high = r["geometric_mean_95"]
+            print(
+                f"  {mode:9} {label} / base, apply time per batch: median {r['median']:.3f}, "
+                f"geometric mean {r['geometric_mean']:.3f} (95 % {low:.3f}-{high:.3f}), "
+                f"faster on {r['faster_share']:.0%} of batches"
+            )
         for label, b in result["builds"].items():
             print(
                 f"  {'':9} {label:28} {b['lines_per_s'] / 1e6:.2f} M lines/s, median batch "

@@ -354,14 +354,35 @@ def test_batch_ab_counts_batches_whose_outputs_differ() -> None:
         "base": type("M", (), {"Engine": lambda: next(engines)}),
         "head": type("M", (), {"Engine": lambda: next(engines)}),
     }
-    base, head, mismatches = batch_ab.run_mode("reserved", modules, [], source, 5, True)
+    (base, head), mismatches = batch_ab.run_mode("reserved", modules, [], source, 5, True)
     assert mismatches == 3
     assert len(base.seconds) == len(head.seconds) == 5
     assert log == ["base", "head", "head", "base"] * 2 + ["base", "head"]
     assert base.engine.reserved == head.engine.reserved >= 5 * 16
-    summary = batch_ab.summarise(base, head, lines=100, seed=1)
+    summary = batch_ab.summarise([base, head], lines=100, seed=1)
     assert summary["batches"] == 5
     assert summary["builds"]["base"]["apply_s"] == pytest.approx(sum(base.seconds))
+    assert summary["head_over_base"] == summary["over_base"]["head"]
+
+
+def test_batch_ab_rotates_three_builds() -> None:
+    """With a third build (`--also`), batch i starts with build i mod 3, every build
+    applies every batch once, and each is compared with the first."""
+    import batch_ab
+    from workloads import StandardWorkload, WorkloadSpec
+
+    source = batch_ab.BatchSource(StandardWorkload(WorkloadSpec(skus=200, batch_size=16)))
+    source.ensure(4)
+    log: list[str] = []
+    modules = {
+        name: type("M", (), {"Engine": lambda name=name: _FakeEngine(log, name)})
+        for name in ("a", "b", "c")
+    }
+    sides, mismatches = batch_ab.run_mode("fresh", modules, [], source, 4, True)
+    assert mismatches == 0
+    assert log == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    summary = batch_ab.summarise(sides, lines=64, seed=1)
+    assert set(summary["over_base"]) == {"b", "c"}
 
 
 def test_pgo_training_runs_the_engine_it_is_given(tmp_path: Path) -> None:
