@@ -33,7 +33,7 @@ class Settings:
         default=0,
         metadata={
             "help": "orders to make room for (and fault in) at start: steadier latency, "
-            "about 1 s and 350 MB per million"
+            "about 350 MB and 0.1-1 s per million on the dev VM"
         },
     )
     # CQL store
