@@ -120,7 +120,7 @@ class Engine:
         """Makes room for `orders` more orders and faults that memory in now, so
         that creating them does not pay for fresh pages on the hot path (the
         JVM's AlwaysPreTouch trade: slower start, steadier latency). Takes
-        about a second per million orders on the development VM."""
+        0.1-1 s per million orders on the development VM, depending on the day."""
     def check_invariants(self) -> None:
         """Raises EngineBugError describing the first broken invariant (I1:
         0 <= reserved <= on_hand and reserved == sum of live allocations;

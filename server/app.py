@@ -91,7 +91,7 @@ class OrderServer:
         )
         engine, clock, replay = await recover(store)
         if s.engine_reserve_orders:
-            # Off the event loop: faulting the memory in takes about a second per million.
+            # Off the event loop: faulting the memory in takes up to a second per million.
             started = time.perf_counter()
             await asyncio.to_thread(engine.reserve_orders, s.engine_reserve_orders)
             log.info(
