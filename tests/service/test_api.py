@@ -25,6 +25,7 @@ from harness import (
     violations,
 )
 
+from server.config import DEFAULT_ENGINE_RESERVE_ORDERS
 from server.gen.orders.v1 import orders_pb2
 
 pytestmark = pytest.mark.integration
@@ -261,6 +262,19 @@ async def test_stream_create_matches_results_by_request_id(api: Api) -> None:
     assert results["s-bad"].error.field_violations
 
 
+async def test_a_server_with_default_settings_provisions_its_order_store(
+    server: ServerProcess,
+) -> None:
+    """The engine's order store is provisioned at start by default (docs/design.md,
+    "Engine memory is provisioned"): the log says how many orders, and how long it took."""
+    log = server.log_path.read_text(errors="replace").splitlines()
+    records = [json.loads(line) for line in log if line.startswith("{")]
+    reserved = [r for r in records if r.get("msg") == "engine order store reserved"]
+    assert len(reserved) == 1, server.tail()
+    assert reserved[0]["orders"] == DEFAULT_ENGINE_RESERVE_ORDERS == 1_000_000
+    assert reserved[0]["seconds"] >= 0
+
+
 async def test_health_reflection_and_metrics(server: ServerProcess) -> None:
     async with grpc.aio.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -300,7 +314,7 @@ async def test_health_reflection_and_metrics(server: ServerProcess) -> None:
 async def test_sigterm_drains_and_publishes_everything(
     cql_proxy: TcpProxy, nats_proxy: TcpProxy
 ) -> None:
-    # Started with a reserved order store (several chunks), as a sized deployment would be.
+    # Started with a smaller reservation than the default (several chunks): the flag is obeyed.
     process = new_server(cql_proxy, nats_proxy, "--engine-reserve-orders", "50000")
     await process.start()
     async with grpc.aio.insecure_channel(process.address) as channel:
