@@ -542,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         "provisioned": {
             "about": "an engine whose order store was reserved for the run's orders and "
             "faulted in after setup, not timed (Engine.reserve_orders; the service's "
-            "engine_reserve_orders): no page faults for new orders in the timed part",
+            "engine_reserve_orders): the order store and its index fault in no memory in "
+            "the timed part",
             "reserve_orders": orders,
             "reserve_seconds": cpu.reserve_seconds,
         },

@@ -37,8 +37,8 @@ class Settings:
         default=DEFAULT_ENGINE_RESERVE_ORDERS,
         metadata={
             "help": "orders to make room for (and fault in) at start, so that the hot path "
-            "pays no page faults until that many exist; about 350 MB and 0.1-1 s per "
-            "million on the dev VM; 0 = grow as orders arrive"
+            "pays almost no page faults until that many exist; about 350 MB and 0.1-1 s "
+            "per million on the dev VM; 0 = grow as orders arrive"
         },
     )
     # CQL store
