@@ -40,7 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "bench") not in sys.path:
     sys.path.insert(0, str(ROOT / "bench"))
 
-from core_ab import AB_BATCHES, build_engine, resolve, this_build, write_summary  # noqa: E402
+from core_ab import (  # noqa: E402
+    AB_BATCHES,
+    build_engine,
+    compare_baseline_builds,
+    resolve,
+    this_build,
+    write_summary,
+)
 from core_bench import (  # noqa: E402
     BatchSource,
     add_workload_size_arguments,
@@ -213,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     add_workload_size_arguments(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "batch_ab.json")
     args = parser.parse_args(argv)
+    compare_baseline_builds()
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes takes a comma-separated list of {', '.join(MODES)}")

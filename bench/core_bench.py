@@ -58,6 +58,8 @@ for _p in (ROOT, ROOT / "bench", ROOT / "tests"):
 
 from workloads import OrderBatch, StandardWorkload, WorkloadSpec  # noqa: E402
 
+from server.engine_build import loaded_build  # noqa: E402
+
 TARGET_LINES_PER_S = 5e6
 TARGET_SPEEDUP = 50.0
 # Fresh engines timed on the reference's batches (see the docstring, run 3).
@@ -524,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         "git": git_commit(),
         # The file the engine was loaded from (another build with --engine-module).
         "engine_module": str(getattr(engine_module, "__file__", "")),
+        # baseline (portable x86-64) or x86-64-v4 (AVX-512): server/engine_build.py.
+        "engine_build": loaded_build(engine_module),
         "machine": machine_info(),
         "cpu_pinning": pinning,
         "workload": {"description": spec.describe(), "spec": spec.as_dict()},
@@ -595,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("core benchmark (time of Engine.apply: decode + domain + encode)")
     print(row("machine", f"{result['machine']['cpu_model']}, {pinning}"))
+    print(row("engine build", f"{result['engine_build']} ({result['engine_module']})"))
     print(row("workload", spec.describe()))
     print(row("rust batches / orders / lines", f"{n} / {orders:,} / {lines:,}"))
     print("  provisioned engine (order store reserved at start, as the service does):")

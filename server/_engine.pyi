@@ -6,6 +6,7 @@ Semantics: docs/engine.md. Wire format: proto/orders/engine/v1/engine.proto.
 from typing import final
 
 __all__ = [
+    "BUILD_CPU_LEVEL",
     "BatchDecodeError",
     "BatchOutput",
     "Engine",
@@ -14,6 +15,10 @@ __all__ = [
     "EngineStateError",
     "SnapshotError",
 ]
+
+BUILD_CPU_LEVEL: str
+"""The CPU level this build was compiled for: "x86-64-v4" (AVX-512) or "baseline"
+(any x86-64 CPU); server/engine_build.py chooses between the two."""
 
 class EngineError(Exception):
     """Base of every engine error."""

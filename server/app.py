@@ -145,6 +145,8 @@ class OrderServer:
                 "metrics_port": s.metrics_port,
                 "startup_s": round(time.perf_counter() - started, 3),
                 "engine": engine.stats(),
+                # Which build of the engine this CPU got (server/engine_build.py).
+                "engine_build": _engine.BUILD_CPU_LEVEL,
                 "republishing_batches": len(replay[1]),
             },
         )

@@ -435,9 +435,18 @@ fn slices(rows: &[Vec<u8>]) -> Vec<&[u8]> {
     rows.iter().map(Vec::as_slice).collect()
 }
 
+/// The CPU level this build was compiled for (server/engine_build.py chooses
+/// between builds): "x86-64-v4" when AVX-512 code may run, else "baseline".
+const BUILD_CPU_LEVEL: &str = if cfg!(target_feature = "avx512f") {
+    "x86-64-v4"
+} else {
+    "baseline"
+};
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    m.add("BUILD_CPU_LEVEL", BUILD_CPU_LEVEL)?;
     m.add("EngineError", py.get_type::<EngineError>())?;
     m.add("BatchDecodeError", py.get_type::<BatchDecodeError>())?;
     m.add("SnapshotError", py.get_type::<SnapshotError>())?;

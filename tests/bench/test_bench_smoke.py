@@ -25,6 +25,7 @@ sys.path.insert(0, str(BENCH))
 
 from loadgen import Workload, percentile  # noqa: E402
 
+from server import engine_build  # noqa: E402
 from server.gen.orders.engine.v1 import engine_pb2  # noqa: E402
 from server.gen.orders.v1 import orders_pb2  # noqa: E402
 
@@ -171,6 +172,8 @@ def test_core_bench_runs_and_checks_its_outputs(tmp_path: Path) -> None:
     assert result["growing"]["lines_per_s"] > 0
     # The headline is the provisioned run: reserved for exactly the orders it timed.
     assert result["provisioned"]["reserve_orders"] == result["orders"]
+    # The build `import server._engine` chose for this CPU (server/engine_build.py).
+    assert result["engine_build"] == engine_build.chosen_build()
     assert result["lines_per_s"] == pytest.approx(result["lines"] / result["apply_seconds"])
     assert result["targets"]["lines_per_s_pass"] == (result["lines_per_s"] >= 5e6)
     assert result["orders"] >= 256
@@ -196,6 +199,7 @@ def test_core_bench_loads_another_build_of_the_engine(tmp_path: Path) -> None:
     run_core_bench(args)
     result = json.loads(out.read_text())
     assert result["engine_module"] == str(module)
+    assert result["engine_build"] == built.BUILD_CPU_LEVEL
     assert result["reference"]["outputs_match"] is True
     assert result["lines_per_s"] > 0
 

@@ -3,11 +3,19 @@ reproducible, and both engines agree on them."""
 
 from __future__ import annotations
 
+import os
+import platform
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
 import pytest
+from core_bench import import_engine
 from engine_helpers import rust_engine_module
 from reference.model import ReferenceEngine
 from workloads import StandardWorkload, WorkloadSpec, f_int, varint
 
+import server
+from server import engine_build
 from server.gen.orders.engine.v1 import engine_pb2
 
 SMALL = WorkloadSpec(
@@ -72,3 +80,45 @@ def test_engines_agree_on_the_workload(seed: int) -> None:
         ref.commit(ref.batch_seq)
     rust.check_invariants()
     ref.check_invariants()
+
+
+def test_the_engine_loaded_is_the_build_chosen_for_this_cpu() -> None:
+    """`make build` builds the x86-64-v4 engine too on x86-64 hosts, and a CPU that can
+    run it gets it (server/engine_build.py)."""
+    module = rust_engine_module()
+    assert engine_build.loaded_build(module) == engine_build.chosen_build()
+    flags = engine_build.cpu_flags(Path("/proc/cpuinfo").read_text())
+    can_run = platform.machine() == "x86_64" and engine_build.WIDE_CPU_FLAGS.issubset(flags)
+    if can_run and os.environ.get(engine_build.ENV_VAR, engine_build.AUTO) == engine_build.AUTO:
+        assert engine_build.WIDE_PATH.is_file(), "make build did not build the v4 engine"
+        assert engine_build.loaded_build(module) == engine_build.WIDE
+
+
+def test_both_builds_give_identical_results() -> None:
+    """The x86-64-v4 build is the same engine: byte-identical outputs and snapshots
+    on a scarce workload (rejections, splits, backorders)."""
+    if engine_build.chosen_build() != engine_build.WIDE:
+        pytest.skip("this CPU or checkout has no x86-64-v4 engine to compare")
+    wide = rust_engine_module()
+    assert engine_build.loaded_build(wide) == engine_build.WIDE
+    # The portable build, loaded from its file beside the package's.
+    baseline = import_engine(Path(server.__file__).parent / f"_engine{EXTENSION_SUFFIXES[0]}")
+    assert engine_build.loaded_build(baseline) == engine_build.BASELINE
+    spec = WorkloadSpec(
+        seed=3,
+        skus=40,
+        locations=4,
+        batch_size=300,
+        setup_batch_size=64,
+        body_pool=512,
+        normal_on_hand=(0, 12),
+    )
+    workload = StandardWorkload(spec)
+    engines = [wide.Engine(), baseline.Engine()]
+    stream = workload.order_batches()
+    for data in [*workload.setup_batches(), *(next(stream).data for _ in range(6))]:
+        outputs = [engine.apply(data) for engine in engines]
+        assert outputs[0].encode() == outputs[1].encode()
+        for engine, out in zip(engines, outputs, strict=True):
+            engine.commit(out.batch_seq)
+    assert engines[0].snapshot() == engines[1].snapshot()

@@ -25,6 +25,7 @@ from harness import (
     violations,
 )
 
+from server import engine_build
 from server.config import DEFAULT_ENGINE_RESERVE_ORDERS
 from server.gen.orders.v1 import orders_pb2
 
@@ -262,7 +263,7 @@ async def test_stream_create_matches_results_by_request_id(api: Api) -> None:
     assert results["s-bad"].error.field_violations
 
 
-async def test_a_server_with_default_settings_provisions_its_order_store(
+async def test_a_server_with_default_settings_provisions_its_order_store_and_says_its_build(
     server: ServerProcess,
 ) -> None:
     """The engine's order store is provisioned at start by default (docs/design.md,
@@ -273,6 +274,9 @@ async def test_a_server_with_default_settings_provisions_its_order_store(
     assert len(reserved) == 1, server.tail()
     assert reserved[0]["orders"] == DEFAULT_ENGINE_RESERVE_ORDERS == 1_000_000
     assert reserved[0]["seconds"] >= 0
+    # And it says which build of the engine this CPU got (server/engine_build.py).
+    serving = [r for r in records if r.get("msg") == "serving"]
+    assert [r["engine_build"] for r in serving] == [engine_build.chosen_build()], server.tail()
 
 
 async def test_health_reflection_and_metrics(server: ServerProcess) -> None:
