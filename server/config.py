@@ -14,7 +14,7 @@ from typing import Any
 
 ENV_PREFIX = "ORDERS_"
 # The engine's order store is provisioned at start (docs/design.md, "Engine memory is
-# provisioned"): a million orders is ~350 MB, and faulting it in takes 0.1-1 s on the
+# provisioned"): a million orders reserve ~270 MB, and faulting it in takes 0.1-1 s on the
 # development VM, off the event loop and before the service reports SERVING.
 DEFAULT_ENGINE_RESERVE_ORDERS = 1_000_000
 
@@ -37,7 +37,7 @@ class Settings:
         default=DEFAULT_ENGINE_RESERVE_ORDERS,
         metadata={
             "help": "orders to make room for (and fault in) at start, so that the hot path "
-            "pays almost no page faults until that many exist; about 350 MB and 0.1-1 s "
+            "pays almost no page faults until that many exist; about 270 MB and 0.1-1 s "
             "per million on the dev VM; 0 = grow as orders arrive"
         },
     )
