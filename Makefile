@@ -163,6 +163,10 @@ bench: build ## service benchmarks on a fresh stack: bench/results/*.json, repor
 bench-core: build ## engine benchmark: writes bench/results/core.json
 	$(PY) bench/core_bench.py --out bench/results/core.json
 
+.PHONY: bench-core-series
+bench-core-series: build ## RUNS (default 6) make bench-core runs, PAUSE s apart: median and range -> bench/results/core_series.json
+	$(PY) bench/core_series.py --runs $(or $(RUNS),6) --pause $(or $(PAUSE),0)
+
 .PHONY: bench-core-ab
 bench-core-ab: build ## the engine of BASE=<commit> against this build, interleaved runs
 	@test -n "$(BASE)" || { echo "usage: make bench-core-ab BASE=<commit> [RUNS=3]"; exit 2; }

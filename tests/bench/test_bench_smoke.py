@@ -185,6 +185,27 @@ def test_core_bench_runs_and_checks_its_outputs(tmp_path: Path) -> None:
     assert setup and all(engine_pb2.EngineBatch.FromString(b).commands for b in setup)
 
 
+def test_core_series_summarises_every_run(tmp_path: Path) -> None:
+    """`make bench-core-series`: N core_bench runs, each kept, and their median, range
+    and target counts computed from exactly those runs."""
+    out = tmp_path / "series.json"
+    args = [sys.executable, str(BENCH / "core_series.py"), "--runs", "3", "--out", str(out)]
+    args += ["--skus", "500", "--batch-size", "64", "--seconds", "0.05"]
+    args += ["--reference-batches", "1", "--speedup-runs", "1"]
+    subprocess.run(args, check=True, cwd=ROOT, timeout=300)
+    summary = json.loads(out.read_text())
+    runs = [json.loads(Path(f).read_text()) for f in summary["run_files"]]
+    assert len(runs) == summary["runs"] == 3
+    lines = summary["figures"]["lines_per_s"]
+    assert lines["runs"] == [r["lines_per_s"] for r in runs]
+    assert lines["median"] == sorted(lines["runs"])[1]
+    assert lines["min"] <= lines["median"] <= lines["max"]
+    assert lines["runs_meeting_target"] == sum(v >= 5e6 for v in lines["runs"])
+    growing = summary["figures"]["growing_lines_per_s"]["runs"]
+    assert growing == [r["growing"]["lines_per_s"] for r in runs]
+    assert summary["run_timestamps"] == [r["timestamp"] for r in runs]
+
+
 def test_core_bench_loads_another_build_of_the_engine(tmp_path: Path) -> None:
     """`--engine-module` (what `bench/core_ab.py` runs older commits' engines with)
     benchmarks the shared library at that path, under another file name than the
