@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": args.runs,
         "pause_s": args.pause,
         "run_timestamps": [r["timestamp"] for r in results],
-        "run_files": [str(run_dir / f"run-{i}.json") for i in range(1, args.runs + 1)],
+        # Relative to this file's folder, so that a clone can read them.
+        "run_files": [f"{run_dir.name}/run-{i}.json" for i in range(1, args.runs + 1)],
         "figures": summarise(results),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"core series: {args.runs} runs of make bench-core ({summary['engine_build']} build)")
     for key, _, target in FIGURES:
         entry = summary["figures"][key]
-        line = f"  {key:<22} median {entry['median']:>14,.2f}  range {entry['min']:,.2f}"
-        line += f" - {entry['max']:,.2f}"
+        # Throughputs as whole numbers, seconds and ratios with two decimals.
+        spec = ",.0f" if entry["median"] >= 1000 else ",.2f"
+        line = f"  {key:<22} median {entry['median']:>11{spec}}  range {entry['min']:{spec}}"
+        line += f" - {entry['max']:{spec}}"
         if target is not None:
             line += f"  (target {target:,.0f}: met in {entry['runs_meeting_target']}/{args.runs})"
         print(line)

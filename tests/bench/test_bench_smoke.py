@@ -194,7 +194,7 @@ def test_core_series_summarises_every_run(tmp_path: Path) -> None:
     args += ["--reference-batches", "1", "--speedup-runs", "1"]
     subprocess.run(args, check=True, cwd=ROOT, timeout=300)
     summary = json.loads(out.read_text())
-    runs = [json.loads(Path(f).read_text()) for f in summary["run_files"]]
+    runs = [json.loads((out.parent / f).read_text()) for f in summary["run_files"]]
     assert len(runs) == summary["runs"] == 3
     lines = summary["figures"]["lines_per_s"]
     assert lines["runs"] == [r["lines_per_s"] for r in runs]
