@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "bench") not in sys.path:
     sys.path.insert(0, str(ROOT / "bench"))
 
+from core_ab import figure  # noqa: E402
 from core_bench import TARGET_LINES_PER_S, TARGET_SPEEDUP, git_commit  # noqa: E402
 
 # (key in the summary, path in core_bench's JSON, target or None)
@@ -37,13 +38,6 @@ FIGURES: list[tuple[str, tuple[str, ...], float | None]] = [
     ("growing_system_s", ("growing", "cpu_seconds", "system"), None),
     ("speedup_vs_reference", ("speedup_vs_reference",), TARGET_SPEEDUP),
 ]
-
-
-def figure(result: dict[str, Any], path: tuple[str, ...]) -> float:
-    value: Any = result
-    for key in path:
-        value = value[key]
-    return float(value)
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
