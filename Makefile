@@ -47,23 +47,9 @@ $(SETUP_STAMP): pyproject.toml clients/python/pyproject.toml bench/requirements.
 .PHONY: setup
 setup: $(SETUP_STAMP) ## create .venv with every Python dependency
 
-# The engine built for x86-64-v4 (AVX-512) too, on x86-64 hosts: `import server._engine`
-# loads it on CPUs that can run it (server/engine_build.py), the portable build elsewhere.
-ENGINE_WIDE := server/_engine-x86-64-v4.so
-ENGINE_WIDE_TARGET := target/x86-64-v4
-
 .PHONY: build
-build: setup ## build the Rust engine into the Python package (server._engine), portable and AVX-512
-	maturin develop --release --skip-install --quiet 2>&1 | grep -v '^📦\|^🔗\|^🐍\|^⚠️  Warning: You.*' || true
-	@$(PY) -c 'import server._engine' || { echo "error: server._engine did not build"; exit 1; }
-	@# The same cdylib as maturin's, for another CPU level; replaced by a rename, never
-	@# rewritten in place under a running server.
-	@if [ "$$(uname -m)" = x86_64 ]; then \
-		RUSTFLAGS="-C target-cpu=x86-64-v4" CARGO_TARGET_DIR=$(ENGINE_WIDE_TARGET) PYO3_PYTHON=$(abspath $(PY)) \
-			$(CARGO) rustc --quiet --release -p core_rs --lib --features python --crate-type cdylib \
-		&& cp $(ENGINE_WIDE_TARGET)/release/lib_engine.so $(ENGINE_WIDE).tmp && mv $(ENGINE_WIDE).tmp $(ENGINE_WIDE); \
-	fi
-	@$(PY) -c 'import server._engine as e, server.engine_build as b; print("engine build loaded:", b.loaded_build(e))'
+build: setup ## build the Rust engine into the Python package (server._engine): profile-guided, portable and AVX-512 (ENGINE_PGO=0: no profile)
+	PY=$(PY) CARGO=$(CARGO) bash deploy/build_engine.sh
 
 .PHONY: gen
 gen: setup ## regenerate every generated stub (Python: server/gen, SDK; Go: clients/go/gen)
@@ -187,5 +173,5 @@ bench-engine-ab: build ## BASE=<commit>'s bench_engine against this tree's, alte
 	$(PY) bench/engine_ab.py $(BASE) --runs $(or $(RUNS),6)
 
 .PHONY: clean
-clean: ## remove build outputs (keeps .state and the download cache)
-	rm -rf target $(VENV) server/_engine*.so
+clean: ## remove build outputs and the engine's profile (keeps the rest of .state and the download cache)
+	rm -rf target $(VENV) server/_engine*.so .state/pgo

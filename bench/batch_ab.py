@@ -6,8 +6,8 @@
 `bench/core_ab.py` alternates whole `core_bench` runs, each ~10 s; on the development
 VM the speed of the same run moves by a third within minutes, so a small change needs
 many runs to show. This loads the builds of the engine extension into one process
-(BASE from a detached worktree, HEAD the working tree's `make build` unless given;
-each may also be a .so file), gives each its own engine with the same setup, and
+(BASE from a detached worktree, HEAD the working tree unless given, both portable and
+without a profile; each may also be a .so file), gives each its own engine with the same setup, and
 applies every timed batch of the standard workload to each, one right after the other,
 in rotation (batch i starts with build i mod n). All applies of a batch run within
 tens of ms, so a slow stretch of the VM lands on all of them: the figure is the
@@ -44,6 +44,7 @@ from core_ab import (  # noqa: E402
     AB_BATCHES,
     build_engine,
     compare_baseline_builds,
+    plain_build_of_this_tree,
     resolve,
     this_build,
     write_summary,
@@ -256,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         for part in ("base", "head"):
             (tmp / part).mkdir()
         base_module = import_engine(base_so or build_engine(str(base_commit), tmp / "base"))
-        head_path = build_engine(head_commit, tmp / "head") if head_commit else head_so
+        head_path = (
+            build_engine(head_commit, tmp / "head")
+            if head_commit
+            else head_so or plain_build_of_this_tree()
+        )
         head_module = import_engine(head_path)
         modules = {base_name: base_module, head_name: head_module}
         for k, ref in enumerate(args.also):

@@ -5,12 +5,13 @@
 
 Wall time on the development VM moves by a third within hours, so figures taken at
 different times do not compare. This builds the engine extension of each commit (a
-detached git worktree, `cargo build --release --lib --features python`), then runs
+detached git worktree, `cargo rustc --release ... --crate-type cdylib`), then runs
 `bench/core_bench.py --engine-module` for BASE, HEAD, HEAD, BASE, BASE, HEAD, ... (each
 round in the other order than the one before, so neither build always runs first)
 with the current harness and workload, the same number of batches each time
 (`--batches`), and prints the median and range of each figure per commit.
-HEAD defaults to the working tree's build (`server._engine`, from `make build`).
+HEAD defaults to the working tree, built the same way (portable, without the profile
+`make build` compiles with, so that neither side has a gain the other lacks).
 Both commits must have the current engine API (`Engine.reserve_orders`, ...).
 """
 
@@ -101,17 +102,12 @@ def compare_baseline_builds() -> None:
 
 def build_engine(commit: str, work: Path) -> Path:
     """The engine extension of `commit` (its lib_engine.so), built as `make build`'s
-    maturin builds it: the cdylib alone. `cargo build --lib` also builds the rlib,
-    which gave different machine code (1.4 % more text) and, in one-process A/A runs
-    of bench/batch_ab.py, an engine 2-9 % faster than the one `make build` makes, so a
-    comparison with the working tree's build was biased by how each was built."""
-    return build_in_worktree(
-        commit,
-        work,
-        ["-p", "core_rs", "--lib", "--features", "python", "--crate-type", "cdylib"],
-        "lib_engine.so",
-        subcommand="rustc",
-    )
+    maturin builds it (the cdylib alone), without a profile. `cargo build --lib` also
+    builds the rlib, which gave different machine code (1.4 % more text) and, in
+    one-process A/A runs of bench/batch_ab.py, an engine 2-9 % faster than the one
+    `make build` makes, so a comparison with the working tree's build was biased by
+    how each was built."""
+    return build_in_worktree(commit, work, ENGINE_CARGO_ARGS, "lib_engine.so", subcommand="rustc")
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
@@ -119,6 +115,25 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"  written {path}")
+
+
+# The cargo arguments of the engine extension as `make build` compiles it.
+ENGINE_CARGO_ARGS = ["-p", "core_rs", "--lib", "--features", "python", "--crate-type", "cdylib"]
+
+
+def plain_build_of_this_tree() -> Path:
+    """The working tree's engine built as BASE is: portable and without a profile.
+    `make build`'s own engine is profile-guided (deploy/build_engine.sh), which BASE's
+    is not; comparing the two would credit HEAD with the profile's 2-4 %."""
+    target = ROOT / "target" / "ab-plain"
+    print("building the working tree's engine without a profile", file=sys.stderr)
+    subprocess.run(
+        ["cargo", "rustc", "--quiet", "--release", *ENGINE_CARGO_ARGS],
+        cwd=ROOT,
+        env={**os.environ, "CARGO_TARGET_DIR": str(target), "RUSTFLAGS": ""},
+        check=True,
+    )
+    return target / "release" / "lib_engine.so"
 
 
 def resolve(ref: str) -> str:
@@ -175,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         base = resolve(args.base)
         builds: dict[str, Path | None] = {base: build_engine(base, work)}
         head = resolve(args.head) if args.head else this_build()
-        builds[head] = build_engine(head, work) if args.head else None
+        builds[head] = build_engine(head, work) if args.head else plain_build_of_this_tree()
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in builds}
         for run in range(1, args.runs + 1):
             for name in round_order(list(builds), run):

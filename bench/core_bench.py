@@ -143,8 +143,17 @@ def import_engine(path: Path | None = None) -> Any:
     spec = importlib.util.spec_from_file_location("server._engine", path)
     if spec is None or spec.loader is None:
         sys.exit(f"{path} is not an importable extension module")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # Creating an extension module registers it in sys.modules under its name; keep
+    # whichever build `import server._engine` gave (or none) there instead.
+    previous = sys.modules.get("server._engine")
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        if previous is None:
+            sys.modules.pop("server._engine", None)
+        else:
+            sys.modules["server._engine"] = previous
     return module
 
 

@@ -7,6 +7,7 @@ from typing import final
 
 __all__ = [
     "BUILD_CPU_LEVEL",
+    "BUILD_PROFILE",
     "BatchDecodeError",
     "BatchOutput",
     "Engine",
@@ -19,6 +20,10 @@ __all__ = [
 BUILD_CPU_LEVEL: str
 """The CPU level this build was compiled for: "x86-64-v4" (AVX-512) or "baseline"
 (any x86-64 CPU); server/engine_build.py chooses between the two."""
+
+BUILD_PROFILE: str
+"""The profile this build was optimised with ("engine-" and a key of what it was
+trained on: deploy/build_engine.sh), or "none" (ENGINE_PGO=0, or a plain cargo build)."""
 
 class EngineError(Exception):
     """Base of every engine error."""

@@ -443,10 +443,18 @@ const BUILD_CPU_LEVEL: &str = if cfg!(target_feature = "avx512f") {
     "baseline"
 };
 
+/// The profile this build was optimised with (deploy/build_engine.sh sets
+/// ORDERS_ENGINE_PROFILE to its name), or "none" for a build without one.
+const BUILD_PROFILE: &str = match option_env!("ORDERS_ENGINE_PROFILE") {
+    Some(name) => name,
+    None => "none",
+};
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("BUILD_CPU_LEVEL", BUILD_CPU_LEVEL)?;
+    m.add("BUILD_PROFILE", BUILD_PROFILE)?;
     m.add("EngineError", py.get_type::<EngineError>())?;
     m.add("BatchDecodeError", py.get_type::<BatchDecodeError>())?;
     m.add("SnapshotError", py.get_type::<SnapshotError>())?;

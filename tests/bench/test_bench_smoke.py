@@ -415,7 +415,7 @@ def test_batch_ab_rotates_three_builds() -> None:
 
 
 def test_pgo_training_runs_the_engine_it_is_given(tmp_path: Path) -> None:
-    """`bench/pgo_train.py` (the training run of the profile-guided build in `bench/pgo_ab.sh`)
+    """`bench/pgo_train.py` (the training run of the profile-guided build, deploy/build_engine.sh)
     applies the workload to the build at the path it is given and exits cleanly."""
     import server._engine as built
 
@@ -423,3 +423,60 @@ def test_pgo_training_runs_the_engine_it_is_given(tmp_path: Path) -> None:
     shutil.copy(built.__file__, module)
     args = [str(BENCH / "pgo_train.py"), str(module), "--batches", "2"]
     subprocess.run([sys.executable, *args], cwd=ROOT, check=True, capture_output=True)
+
+
+def test_pgo_training_reaches_every_command_and_outcome() -> None:
+    """The profile-guided build lays out code the training never ran as cold, so the
+    training must reach every EngineCommand kind (a kind added to the proto and not to
+    bench/pgo_train.py fails here) and each outcome: success, invalid argument, not
+    found, already exists, failed precondition, and the events of every transition."""
+    import pgo_train
+    from workloads import StandardWorkload, WorkloadSpec
+
+    import server._engine as built
+
+    spec = WorkloadSpec(seed=7, skus=200, batch_size=64)
+    workload = StandardWorkload(spec)
+    engine = built.Engine()
+    kinds: set[str] = set()
+    for data in workload.setup_batches():
+        kinds.update(
+            c.WhichOneof("command") for c in engine_pb2.EngineBatch.FromString(data).commands
+        )
+        engine.commit(engine.apply(data).batch_seq)
+    allocated: list[str] = []
+    batches = workload.order_batches()
+    for _ in range(4):
+        batch = next(batches)
+        kinds.update(
+            c.WhichOneof("command") for c in engine_pb2.EngineBatch.FromString(batch.data).commands
+        )
+        out = engine.apply(batch.data)
+        engine.commit(out.batch_seq)
+        allocated += pgo_train.allocated_order_ids(out)
+    assert allocated
+
+    rng = pgo_train.random.Random(1)
+    codes: set[int] = set()
+    subjects: set[str] = set()
+    now = spec.start_unix_ms + 3_600_000
+    for round_no in range(pgo_train.LIFECYCLE_ROUNDS):
+        data = pgo_train.lifecycle_batch(spec, rng, allocated, round_no, now)
+        kinds.update(
+            c.WhichOneof("command") for c in engine_pb2.EngineBatch.FromString(data).commands
+        )
+        out = engine.apply(data)
+        engine.commit(out.batch_seq)
+        codes.update(code for code, _ in out.responses)
+        subjects.update(subject for subject, _, _ in out.events)
+        now += 60_000
+
+    every_kind = {
+        f.name for f in engine_pb2.EngineCommand.DESCRIPTOR.oneofs_by_name["command"].fields
+    }
+    assert kinds == every_kind
+    ok, invalid, not_found, exists, precondition = 0, 3, 5, 6, 9
+    assert {ok, invalid, not_found, exists, precondition} <= codes
+    for status in ("allocated", "backordered", "confirmed", "shipped", "cancelled", "expired"):
+        assert f"orders.v1.{status}" in subjects
+    assert "inventory.v1.stock_changed" in subjects

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from workloads import StandardWorkload, WorkloadSpec, f_int, varint
 import server
 from server import engine_build
 from server.gen.orders.engine.v1 import engine_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SMALL = WorkloadSpec(
     seed=7, skus=60, locations=3, batch_size=50, setup_batch_size=40, body_pool=256
@@ -92,6 +95,25 @@ def test_the_engine_loaded_is_the_build_chosen_for_this_cpu() -> None:
     if can_run and os.environ.get(engine_build.ENV_VAR, engine_build.AUTO) == engine_build.AUTO:
         assert engine_build.WIDE_PATH.is_file(), "make build did not build the v4 engine"
         assert engine_build.loaded_build(module) == engine_build.WIDE
+
+
+def test_every_build_was_compiled_with_the_profile_of_this_tree() -> None:
+    """`make build` compiles the engine with a profile trained on the tree's own
+    sources (deploy/build_engine.sh), or without one when ENGINE_PGO=0. A build with
+    another tree's profile, or none when one was asked for, fails here."""
+    key = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "build_engine.sh"), "--key"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert len(key) == 16
+    expected = "none" if os.environ.get("ENGINE_PGO") == "0" else f"engine-{key}"
+    # The build chosen for this CPU first: once the portable file is loaded under the
+    # module's name, `import server._engine` would return it whatever the choice.
+    assert expected == rust_engine_module().BUILD_PROFILE
+    baseline = import_engine(Path(server.__file__).parent / f"_engine{EXTENSION_SUFFIXES[0]}")
+    assert expected == baseline.BUILD_PROFILE
 
 
 def test_both_builds_give_identical_results() -> None:
