@@ -537,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         "engine_module": str(getattr(engine_module, "__file__", "")),
         # baseline (portable x86-64) or x86-64-v4 (AVX-512): server/engine_build.py.
         "engine_build": loaded_build(engine_module),
+        # The profile it was compiled with (deploy/build_engine.sh), or "none".
+        "engine_profile": str(getattr(engine_module, "BUILD_PROFILE", "none")),
         "machine": machine_info(),
         "cpu_pinning": pinning,
         "workload": {"description": spec.describe(), "spec": spec.as_dict()},
@@ -608,7 +610,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print("core benchmark (time of Engine.apply: decode + domain + encode)")
     print(row("machine", f"{result['machine']['cpu_model']}, {pinning}"))
-    print(row("engine build", f"{result['engine_build']} ({result['engine_module']})"))
+    print(
+        row(
+            "engine build",
+            f"{result['engine_build']}, profile {result['engine_profile']} "
+            f"({result['engine_module']})",
+        )
+    )
     print(row("workload", spec.describe()))
     print(row("rust batches / orders / lines", f"{n} / {orders:,} / {lines:,}"))
     print("  provisioned engine (order store reserved at start, as the service does):")

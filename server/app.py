@@ -147,6 +147,8 @@ class OrderServer:
                 "engine": engine.stats(),
                 # Which build of the engine this CPU got (server/engine_build.py).
                 "engine_build": _engine.BUILD_CPU_LEVEL,
+                # The profile it was optimised with (deploy/build_engine.sh), or "none".
+                "engine_profile": _engine.BUILD_PROFILE,
                 "republishing_batches": len(replay[1]),
             },
         )

@@ -6,6 +6,7 @@ a well-formed result; the report must render from a tiny fake result. No stack n
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import socket
@@ -174,6 +175,7 @@ def test_core_bench_runs_and_checks_its_outputs(tmp_path: Path) -> None:
     assert result["provisioned"]["reserve_orders"] == result["orders"]
     # The build `import server._engine` chose for this CPU (server/engine_build.py).
     assert result["engine_build"] == engine_build.chosen_build()
+    assert result["engine_profile"] == importlib.import_module("server._engine").BUILD_PROFILE
     assert result["lines_per_s"] == pytest.approx(result["lines"] / result["apply_seconds"])
     assert result["targets"]["lines_per_s_pass"] == (result["lines_per_s"] >= 5e6)
     assert result["orders"] >= 256
@@ -221,6 +223,7 @@ def test_core_bench_loads_another_build_of_the_engine(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["engine_module"] == str(module)
     assert result["engine_build"] == built.BUILD_CPU_LEVEL
+    assert result["engine_profile"] == built.BUILD_PROFILE
     assert result["reference"]["outputs_match"] is True
     assert result["lines_per_s"] > 0
 

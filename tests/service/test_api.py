@@ -25,7 +25,7 @@ from harness import (
     violations,
 )
 
-from server import engine_build
+from server import _engine, engine_build
 from server.config import DEFAULT_ENGINE_RESERVE_ORDERS
 from server.gen.orders.v1 import orders_pb2
 
@@ -277,6 +277,8 @@ async def test_a_server_with_default_settings_provisions_its_order_store_and_say
     # And it says which build of the engine this CPU got (server/engine_build.py).
     serving = [r for r in records if r.get("msg") == "serving"]
     assert [r["engine_build"] for r in serving] == [engine_build.chosen_build()], server.tail()
+    # And the profile it was compiled with (deploy/build_engine.sh).
+    assert [r["engine_profile"] for r in serving] == [_engine.BUILD_PROFILE], server.tail()
 
 
 async def test_health_reflection_and_metrics(server: ServerProcess) -> None:
