@@ -31,7 +31,8 @@ ENGINE_ARGS=(-p core_rs --lib --features python --crate-type cdylib)
 WIDE_SO=server/_engine-x86-64-v4.so
 WIDE_TARGET=target/x86-64-v4
 INSTRUMENTED_TARGET=target/pgo-instrumented
-export PYO3_PYTHON=$PWD/$PY
+[[ $PY == /* ]] || PY=$PWD/$PY
+export PYO3_PYTHON=$PY
 
 say() { echo "build_engine: $*" >&2; }
 
