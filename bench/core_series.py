@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir = args.out.with_suffix("")
     run_dir.mkdir(parents=True, exist_ok=True)
+    # The folder holds one series: an earlier, longer one's extra runs would read as this one's.
+    for stale in run_dir.glob("run-*.json"):
+        stale.unlink()
     results: list[dict[str, Any]] = []
     for run in range(1, args.runs + 1):
         if run > 1 and args.pause:
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git": git_commit(),
         "engine_build": results[0]["engine_build"],
+        "engine_profile": results[0].get("engine_profile", "none"),
         "workload": results[0]["workload"]["description"],
         "runs": args.runs,
         "pause_s": args.pause,
@@ -109,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
 
-    print(f"core series: {args.runs} runs of make bench-core ({summary['engine_build']} build)")
+    print(
+        f"core series: {args.runs} runs of make bench-core ({summary['engine_build']} build, "
+        f"profile {summary['engine_profile']})"
+    )
     for key, _, target in FIGURES:
         entry = summary["figures"][key]
         # Throughputs as whole numbers, seconds and ratios with two decimals.

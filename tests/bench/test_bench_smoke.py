@@ -191,6 +191,9 @@ def test_core_series_summarises_every_run(tmp_path: Path) -> None:
     """`make bench-core-series`: N core_bench runs, each kept, and their median, range
     and target counts computed from exactly those runs."""
     out = tmp_path / "series.json"
+    # A run file left by an earlier, longer series is not one of this series' runs.
+    (tmp_path / "series").mkdir()
+    (tmp_path / "series" / "run-4.json").write_text("{}")
     args = [sys.executable, str(BENCH / "core_series.py"), "--runs", "3", "--out", str(out)]
     args += ["--skus", "500", "--batch-size", "64", "--seconds", "0.05"]
     args += ["--reference-batches", "1", "--speedup-runs", "1"]
@@ -206,6 +209,12 @@ def test_core_series_summarises_every_run(tmp_path: Path) -> None:
     growing = summary["figures"]["growing_lines_per_s"]["runs"]
     assert growing == [r["growing"]["lines_per_s"] for r in runs]
     assert summary["run_timestamps"] == [r["timestamp"] for r in runs]
+    assert sorted(p.name for p in (tmp_path / "series").iterdir()) == [
+        "run-1.json",
+        "run-2.json",
+        "run-3.json",
+    ]
+    assert summary["engine_profile"] == runs[0]["engine_profile"]
 
 
 def test_core_bench_loads_another_build_of_the_engine(tmp_path: Path) -> None:
