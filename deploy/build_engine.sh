@@ -12,7 +12,7 @@
 #   3. both builds compile with -Cprofile-use of that profile (one profile serves
 #      both: the instrumentation sits before any CPU-specific code generation), and
 #      with the block layout that uses it (ext-TSP).
-# ENGINE_PGO=0 builds without a profile (faster; a 2-3 % slower engine). By default
+# ENGINE_PGO=0 builds without a profile (faster; a 2-4 % slower engine). By default
 # (ENGINE_PGO=auto) a machine that cannot get llvm-profdata builds without one too,
 # with a warning; ENGINE_PGO=1 makes that an error.
 # `deploy/build_engine.sh --key` prints this tree's profile key and builds nothing.
@@ -107,7 +107,7 @@ if [[ $PGO != 0 ]] && ! PROFDATA_TOOL=$(llvm_profdata); then
     say "error: ENGINE_PGO=$PGO needs llvm-profdata (ENGINE_PGO=0 builds without a profile)"
     exit 1
   fi
-  say "WARNING: no llvm-profdata: building WITHOUT a profile (a 2-3 % slower engine)"
+  say "WARNING: no llvm-profdata: building WITHOUT a profile (a 2-4 % slower engine)"
   PGO=0
 fi
 if [[ $PGO != 0 ]]; then
