@@ -7,9 +7,9 @@
 VM the speed of the same run moves by a third within minutes, so a small change needs
 many runs to show. This loads the builds of the engine extension into one process
 (BASE from a detached worktree, HEAD the working tree unless given, both portable and
-without a profile; each may also be a .so file), gives each its own engine with the same setup, and
-applies every timed batch of the standard workload to each, one right after the other,
-in rotation (batch i starts with build i mod n). All applies of a batch run within
+without a profile; each may also be a .so file), gives each its own engine with the
+same setup, and applies every timed batch of the standard workload to each, one right
+after the other, in rotation (batch i starts with build i mod n). All applies of a batch run within
 tens of ms, so a slow stretch of the VM lands on all of them: the figure is the
 per-batch ratio of each build's apply time to BASE's, summarised by its median and
 geometric mean with a bootstrap 95 % interval over batches. Outputs are compared
@@ -43,7 +43,6 @@ if str(ROOT / "bench") not in sys.path:
 from core_ab import (  # noqa: E402
     AB_BATCHES,
     build_engine,
-    compare_baseline_builds,
     plain_build_of_this_tree,
     resolve,
     this_build,
@@ -221,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     add_workload_size_arguments(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "batch_ab.json")
     args = parser.parse_args(argv)
-    compare_baseline_builds()
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes takes a comma-separated list of {', '.join(MODES)}")

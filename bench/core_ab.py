@@ -34,8 +34,6 @@ if str(ROOT / "bench") not in sys.path:
 
 from core_bench import git_commit  # noqa: E402
 
-from server import engine_build  # noqa: E402
-
 # Timed batches of every run: the same work for both builds. A run of a fixed time
 # would give the faster build more batches, and later batches are slower (a larger
 # state, emptier top locations), which hid part of its lead. 644 is about what
@@ -90,14 +88,6 @@ def round_order(names: list[str], run: int) -> list[str]:
     reversed in even ones. In a fixed order the position in a round cannot be told
     apart from the build; alternating spreads any position effect over both builds."""
     return names if run % 2 == 1 else names[::-1]
-
-
-def compare_baseline_builds() -> None:
-    """Makes the working tree's engine, when it is one of the builds compared, its
-    portable build: BASE is built as maturin builds it, for the x86-64 baseline, and the
-    AVX-512 build that `import server._engine` picks on this CPU would be compared
-    with it otherwise (server/engine_build.py). Inherited by core_bench's runs."""
-    os.environ[engine_build.ENV_VAR] = engine_build.BASELINE
 
 
 def build_engine(commit: str, work: Path) -> Path:
@@ -180,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     # Everything after "--" goes to core_bench unchanged.
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
-    compare_baseline_builds()
     bench_args = argv[split + 1 :]
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -188,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="core_ab-") as tmp:
         work = Path(tmp)
         base = resolve(args.base)
-        builds: dict[str, Path | None] = {base: build_engine(base, work)}
+        # Both sides built alike: portable, without a profile (plain_build_of_this_tree).
+        builds: dict[str, Path] = {base: build_engine(base, work)}
         head = resolve(args.head) if args.head else this_build()
         builds[head] = build_engine(head, work) if args.head else plain_build_of_this_tree()
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in builds}
@@ -203,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                     str(out),
                     "--batches",
                     str(args.batches),
+                    "--engine-module",
+                    str(module),
                 ]
-                if module is not None:
-                    command += ["--engine-module", str(module)]
                 print(f"core_ab: run {run}/{args.runs}: {name}", file=sys.stderr)
                 subprocess.run(command + bench_args, check=True, stdout=subprocess.DEVNULL)
                 results[name].append(json.loads(out.read_text()))

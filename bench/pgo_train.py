@@ -1,4 +1,4 @@
-"""The training run of the engine's profile-guided build (`make build`, bench/pgo_build.sh).
+"""The training run of the engine's profile-guided build (`make build`, deploy/build_engine.sh).
 
     python bench/pgo_train.py ENGINE_SO [--batches N] [--seed S]
 
@@ -80,7 +80,7 @@ ORDER_STATUS_ALLOCATED = 1
 def lifecycle_batch(
     spec: WorkloadSpec, rng: random.Random, allocated: list[str], round_no: int, now: int
 ) -> bytes:
-    """One batch of every kind of command but the plain create, drawn at random."""
+    """One batch of commands of every kind but those of the setup, drawn at random."""
     client = "svc-0"
     commands: list[bytes] = []
     for i in range(LIFECYCLE_BATCH):
@@ -149,6 +149,7 @@ def lifecycle_batch(
             target = rng.choice(("o-" + "0" * 32, "not-an-order"))
             commands.append(command(client, CMD_CONFIRM_ORDER, f_str(1, target)))
         else:
+            # More confirms, so that ships (which need a confirmed order) find some.
             commands.append(command(client, CMD_CONFIRM_ORDER, f_str(1, order_id)))
     if round_no % 10 == 9:
         commands.append(command("admin", CMD_RECONCILE, f_str(1, spec.region) + f_int(2, 1)))
