@@ -8,7 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-PLAIN_TARGET=target/ab-plain
 
 read -r profiled profile < <(ORDERS_ENGINE_BUILD=baseline "$PY" -c \
   'import server._engine as e; print(e.__file__, e.BUILD_PROFILE)')
@@ -16,9 +15,7 @@ if [[ $profile == none ]]; then
   echo "pgo_ab: $profiled was built without a profile (ENGINE_PGO=0?): run make build" >&2
   exit 1
 fi
-echo "pgo_ab: building the same tree without a profile" >&2
-RUSTFLAGS="" CARGO_TARGET_DIR=$PLAIN_TARGET PYO3_PYTHON=$PWD/$PY \
-  cargo rustc --quiet --release -p core_rs --lib --features python --crate-type cdylib
-plain=$PLAIN_TARGET/engine-no-profile.so
-cp "$PLAIN_TARGET/release/lib_engine.so" "$plain"
+# The same tree without a profile, as the A/B tools build it (bench/core_ab.py).
+plain=$("$PY" -c 'import sys; sys.path.insert(0, "bench"); import core_ab
+print(core_ab.plain_build_of_this_tree())')
 "$PY" bench/batch_ab.py "$plain" "$profiled" --out bench/results/pgo_ab.json

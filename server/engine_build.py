@@ -33,6 +33,10 @@ AUTO = "auto"
 CHOICES = (AUTO, BASELINE, WIDE)
 # Where `make build` puts the v4 build: not a module file name Python would import.
 WIDE_PATH = Path(__file__).resolve().parent / "_engine-x86-64-v4.so"
+# Where maturin puts the portable build: the module file Python's own search finds.
+BASELINE_PATH = (
+    Path(__file__).resolve().parent / f"_engine{importlib.machinery.EXTENSION_SUFFIXES[0]}"
+)
 # /proc/cpuinfo flags of every feature -C target-cpu=x86-64-v4 may use: the v2, v3 and
 # v4 levels of the x86-64 psABI ("abm" is how Linux names LZCNT).
 WIDE_CPU_FLAGS = frozenset(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from engine_helpers import rust_engine_module
 from reference.model import ReferenceEngine
 from workloads import StandardWorkload, WorkloadSpec, f_int, varint
 
-import server
 from server import engine_build
 from server.gen.orders.engine.v1 import engine_pb2
 
@@ -112,7 +110,7 @@ def test_every_build_was_compiled_with_the_profile_of_this_tree() -> None:
     # The build chosen for this CPU first: once the portable file is loaded under the
     # module's name, `import server._engine` would return it whatever the choice.
     assert expected == rust_engine_module().BUILD_PROFILE
-    baseline = import_engine(Path(server.__file__).parent / f"_engine{EXTENSION_SUFFIXES[0]}")
+    baseline = import_engine(engine_build.BASELINE_PATH)
     assert expected == baseline.BUILD_PROFILE
 
 
@@ -124,7 +122,7 @@ def test_both_builds_give_identical_results() -> None:
     wide = rust_engine_module()
     assert engine_build.loaded_build(wide) == engine_build.WIDE
     # The portable build, loaded from its file beside the package's.
-    baseline = import_engine(Path(server.__file__).parent / f"_engine{EXTENSION_SUFFIXES[0]}")
+    baseline = import_engine(engine_build.BASELINE_PATH)
     assert engine_build.loaded_build(baseline) == engine_build.BASELINE
     spec = WorkloadSpec(
         seed=3,
