@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 pub use thin_vec::ThinVec;
 
-use super::hash_index::{prefetch_address, HashIndex, CACHE_LINE};
+use super::hash_index::{prefetch_address_l1, HashIndex, CACHE_LINE};
 use super::ids::{copy_name, Interner};
 
 pub type SkuId = u32;
@@ -1042,7 +1042,7 @@ impl OrderStore {
             // the slot's lines are counted back from its last byte.
             let last = orders.as_ptr().wrapping_add(index + 1).cast::<u8>();
             for k in 0..ORDER_SLOT_LINES {
-                prefetch_address(last.wrapping_sub(1 + k * CACHE_LINE));
+                prefetch_address_l1(last.wrapping_sub(1 + k * CACHE_LINE));
             }
         }
     }
