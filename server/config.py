@@ -14,7 +14,7 @@ from typing import Any
 
 ENV_PREFIX = "ORDERS_"
 # The engine's order store is provisioned at start (docs/design.md, "Engine memory is
-# provisioned"): a million orders reserve ~270 MB, and faulting it in takes 0.1-1 s on the
+# provisioned"): a million orders reserve ~285 MB, and faulting it in takes 0.1-1 s on the
 # development VM, off the event loop and before the service reports SERVING.
 DEFAULT_ENGINE_RESERVE_ORDERS = 1_000_000
 
