@@ -473,4 +473,8 @@ fn main() {
         (after_orders - before_orders) as f64 / orders as f64,
         lines_total as f64 / orders as f64
     );
+    // 256-byte orders span four cache lines only if their chunk starts on one
+    // (docs/engine.md, step 24): that is up to the allocator.
+    let (aligned, chunks) = engine.line_aligned_order_chunks();
+    println!("ORDER STORE: {aligned} of {chunks} chunks start on a cache line");
 }

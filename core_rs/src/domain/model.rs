@@ -1075,6 +1075,19 @@ impl OrderStore {
     /// so that creating them does not fault in fresh pages on the hot path
     /// (the kernel zeroing new memory is a large share of an order's cost,
     /// the same trade as the JVM's AlwaysPreTouch).
+    /// (chunks whose first slot starts on a cache line, chunks): with
+    /// 256-byte orders, such a chunk has no slot that spans five lines.
+    /// Depends on the allocator (see the size assertion on [`Order`]);
+    /// `bench_engine` prints it.
+    pub fn line_aligned_chunks(&self) -> (usize, usize) {
+        let aligned = self
+            .chunks
+            .iter()
+            .filter(|c| c.as_ptr() as usize % CACHE_LINE == 0)
+            .count();
+        (aligned, self.chunks.len())
+    }
+
     pub fn reserve(&mut self, additional: usize) {
         let want = self.len + additional;
         self.index.reserve(want);

@@ -227,6 +227,11 @@ impl Engine {
         self.state.orders.reserve(orders);
     }
 
+    /// See [`crate::domain::model::OrderStore::line_aligned_chunks`].
+    pub fn line_aligned_order_chunks(&self) -> (usize, usize) {
+        self.state.orders.line_aligned_chunks()
+    }
+
     pub fn batch_seq(&self) -> u64 {
         self.batch_seq
     }
